@@ -1,0 +1,148 @@
+"""Running policies for whole episodes and recording results in one schema.
+
+`EpisodeResult` is the record that `scripts/run_policy.py`,
+`scripts/evaluate_agent.py` and the leaderboards all write, so trained agents and
+baselines are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+from pydantic import Field
+
+from agents.policies import POLICY_NAMES, Policy, make_policy
+from esper_env.contracts import SeedStage, StrictModel
+
+
+class LifecycleMark(StrictModel):
+    """A lifecycle event on the validation-accuracy curve: which slot did what, when."""
+
+    epoch: int
+    slot: str
+    op: str
+    to_stage: str
+
+
+class EpisodeResult(StrictModel):
+    """One episode of one policy on one env with one seed.
+
+    Attributes:
+        env_id: Registered env id.
+        policy: Policy name (`noop`, `heuristic`, `ppo:PATH`, ...).
+        seed: The `reset` seed.
+        final_test_accuracy: Test accuracy at episode end (the test split's only use).
+        final_val_accuracy: Validation accuracy at episode end.
+        params_added: Parameters added by seeds (live and fossilized).
+        added_param_fraction: `params_added` over the bare host's parameters.
+        episode_return: Sum of rewards.
+        steps: Environment steps taken.
+        seeds_germinated: Seeds germinated.
+        seeds_fossilized: Seeds fossilized.
+        seeds_pruned: Seeds pruned (by the policy or the governor).
+        governor_rollbacks: Rollbacks by Tolaria's governor.
+        refused_actions: Actions refused by a gate (no-ops).
+        wall_seconds: Wall time of the episode.
+        val_accuracy_curve: Validation accuracy after each step.
+        lifecycle: Successful lifecycle transitions requested by the policy.
+        reward_terms: Each reward term summed over the episode.
+    """
+
+    env_id: str
+    policy: str
+    seed: int
+    final_test_accuracy: float
+    final_val_accuracy: float
+    params_added: int
+    added_param_fraction: float
+    episode_return: float
+    steps: int
+    seeds_germinated: int
+    seeds_fossilized: int
+    seeds_pruned: int
+    governor_rollbacks: int
+    refused_actions: int
+    wall_seconds: float
+    val_accuracy_curve: list[float] = Field(default_factory=list)
+    lifecycle: list[LifecycleMark] = Field(default_factory=list)
+    reward_terms: dict[str, float] = Field(default_factory=dict)
+
+
+def run_episode(env: gym.Env, policy: Policy, *, seed: int, policy_name: str) -> EpisodeResult:
+    """Runs one episode to termination or truncation and records it.
+
+    Args:
+        env: An Esper env (from `gym.make`).
+        policy: The policy; it is reset with `seed` first.
+        seed: Seed of `env.reset` and of the policy.
+        policy_name: Name recorded in the result.
+    """
+    start = time.perf_counter()
+    policy.reset(seed)
+    obs, info = env.reset(seed=seed)
+    total = 0.0
+    curve: list[float] = []
+    marks: list[LifecycleMark] = []
+    terms: dict[str, float] = {}
+    steps = 0
+    done = False
+    while not done:
+        action = policy.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        total += float(reward)
+        curve.append(info["val_accuracy"])
+        for key, value in info["reward_terms"].items():
+            terms[key] = terms.get(key, 0.0) + value
+        transition: dict[str, Any] | None = info["transition"]
+        if transition is not None and transition["ok"]:
+            marks.append(
+                LifecycleMark(
+                    epoch=info["epoch"],
+                    slot=transition["slot"],
+                    op=transition["op"],
+                    to_stage=SeedStage(transition["to_stage"]).name,
+                )
+            )
+        done = terminated or truncated
+    return EpisodeResult(
+        env_id=env.spec.id if env.spec is not None else type(env.unwrapped).__name__,
+        policy=policy_name,
+        seed=seed,
+        final_test_accuracy=info["final_test_accuracy"],
+        final_val_accuracy=info["final_val_accuracy"],
+        params_added=info["params_added"],
+        added_param_fraction=info["added_param_fraction"],
+        episode_return=total,
+        steps=steps,
+        seeds_germinated=info["seeds_germinated"],
+        seeds_fossilized=info["seeds_fossilized"],
+        seeds_pruned=info["seeds_pruned"],
+        governor_rollbacks=info["governor_rollbacks"],
+        refused_actions=info["refused_actions"],
+        wall_seconds=time.perf_counter() - start,
+        val_accuracy_curve=curve,
+        lifecycle=marks,
+        reward_terms=terms,
+    )
+
+
+def load_policy(
+    spec: str, env: gym.Env, *, seed: int | None = None, deterministic: bool = True
+) -> Policy:
+    """Builds a policy from its command-line name: a baseline from `POLICY_NAMES`.
+
+    Args:
+        spec: Policy name.
+        env: The env the policy will act in.
+        seed: Seed of the policy's randomness.
+        deterministic: For trained agents: greedy actions instead of sampled ones.
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if spec in POLICY_NAMES:
+        return make_policy(spec, env, seed=seed)
+    raise ValueError(f"unknown policy {spec!r}; choose from {POLICY_NAMES}")

@@ -1,0 +1,63 @@
+import torch
+
+from blueprints.catalog import CATALOG
+from blueprints.evaluate import EvaluationReport, estimate_flops, evaluate
+from blueprints.ir import C, IRBuilder
+from blueprints.lowering import lower
+
+
+def test_report_measures_params_flops_and_init_scale():
+    report = evaluate(CATALOG["lowrank_adapter"], 16, height=8, width=8, latency_repeats=1)
+    assert report.passed and report.reasons == ()
+    assert report.params == 2 * 16 * 4
+    assert report.flops == 2 * (16 * 4 + 4 * 16) * 8 * 8
+    assert 0 < report.init_output_ratio < 0.1
+    assert report.latency_ms > 0 and report.device == "cpu"
+    assert report.ir_hash == CATALOG["lowrank_adapter"].canonical_hash
+
+
+def test_flops_of_pooled_branch_use_1x1_maps():
+    plan = lower(CATALOG["squeeze_excitation"], 16)
+    # gap 16*8*8; linear 2*16*4 + relu 4; linear 2*4*16 + sigmoid 4*16; mul 16*64; 1x1 2*16*16*64
+    expected = 16 * 64 + 2 * 16 * 4 + 4 + 2 * 4 * 16 + 4 * 16 + 16 * 64 + 2 * 16 * 16 * 64
+    assert estimate_flops(plan, 8, 8) == expected
+
+
+def test_evaluation_is_deterministic_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a = evaluate(CATALOG["bottleneck"], 8, latency_repeats=1)
+    b = evaluate(CATALOG["bottleneck"], 8, latency_repeats=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.model_dump(exclude={"latency_ms"}) == b.model_dump(exclude={"latency_ms"})
+
+
+def test_zero_initialised_last_norm_is_rejected_for_dead_gradients():
+    b = IRBuilder("dead_start")
+    ir = b.build(
+        b.add("group_norm", b.add("pointwise_conv", b.input, out_channels=C), weight_init=0.0)
+    )
+    report = evaluate(ir, 8)
+    assert not report.passed
+    assert (
+        "zero gradient for nodes.n0_pointwise_conv.weight at init (no gradient flow)"
+        in report.reasons
+    )
+
+
+def test_large_output_at_init_is_rejected():
+    b = IRBuilder("loud")
+    ir = b.build(b.add("pointwise_conv", b.input, out_channels=C, init_scale=4.0))
+    report = evaluate(ir, 16)
+    assert not report.passed
+    assert any(r.startswith("output scale at init") for r in report.reasons)
+
+
+def test_overflowing_blueprint_is_rejected_and_report_survives_json():
+    b = IRBuilder("overflow")
+    h = b.add("pointwise_conv", b.input, out_channels=C, init_scale=4.0)
+    for _ in range(9):
+        h = b.add("mul", h, h)  # squares: |h| ** 512 overflows float32
+    report = evaluate(b.build(h), 16)
+    assert "non-finite output at init" in report.reasons
+    assert report.init_output_ratio == float("inf")
+    assert EvaluationReport.model_validate_json(report.model_dump_json()) == report
