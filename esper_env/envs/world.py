@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from blueprints.compiler import Compiler
+from blueprints.ir import BlueprintIR
 from blueprints.library import BlueprintLibrary
 from esper_env.contracts import (
     ACTIVE_STAGES,
@@ -205,6 +206,69 @@ class World:
 
     # --- operations -----------------------------------------------------------------------
 
+    def begin_step(self) -> None:
+        """Clears the per-step counters; call before applying a step's operations."""
+        self._pruned_this_step = 0
+
+    def add_blueprint(self, ir: BlueprintIR) -> int:
+        """Offers one more blueprint (e.g. Karn's design); returns its blueprint index.
+
+        The caller validates `ir` first (Urabrask); its name must be new, since slot
+        reports and observations identify a seed's blueprint by name.
+        """
+        name = ir.metadata.name
+        if any(known.metadata.name == name for known in self.blueprint_irs):
+            raise ValueError(f"a blueprint named {name!r} is already offered; rename the design")
+        self.blueprint_irs.append(ir)
+        for slot in self.model.slots.values():
+            self.compiler.plan(ir, slot.channels, device=self.device)
+        return len(self.blueprint_irs) - 1
+
+    def remove_added_blueprints(self) -> None:
+        """Forgets the blueprints added with `add_blueprint`; the configured ones stay."""
+        del self.blueprint_irs[len(self.config.blueprints) :]
+
+    def maintain(self, op: str, slot_index: int) -> TransitionResult:
+        """Applies a maintenance operation on committed structure (Emrakul) and records it.
+
+        Args:
+            op: "sedate" (alpha forced to 0, reversible), "wake" (undo it) or "remove"
+                (FOSSILIZED -> PRUNED through G5, the seed dropped for good).
+            slot_index: Index of the slot.
+        """
+        slot = self.slot_names[slot_index]
+        if op == "sedate":
+            result = self.model.sedate(slot)
+        elif op == "wake":
+            result = self.model.wake(slot)
+        elif op == "remove":
+            result = self.model.remove(slot)
+        else:
+            raise ValueError(f"unknown maintenance op {op!r}; use 'sedate', 'wake' or 'remove'")
+        # A sedation keeps the stage FOSSILIZED: recording it would count a new fossil.
+        if op == "remove" or not result.ok:
+            self.record(result)
+        return result
+
+    def probe(self, slot_index: int) -> float:
+        """Worth of a slot's seed now: validation accuracy with it at alpha 1 minus at alpha 0.
+
+        Unlike the contribution measured each epoch (at the current alpha), this is
+        the seed's worth even while it is sedated. Two evaluation passes.
+
+        Raises:
+            ValueError: The slot holds no seed.
+        """
+        assert self.trainer is not None, "call start_episode first"
+        slot = self.slot_names[slot_index]
+        if self.model.slots[slot].seed is None:
+            raise ValueError(f"slot {slot!r} holds no seed to probe")
+        accuracy = {}
+        for alpha in (0.0, 1.0):
+            with self.model.force_alpha({slot: alpha}):
+                accuracy[alpha] = self.trainer.evaluate(self.splits.val)[1]
+        return accuracy[1.0] - accuracy[0.0]
+
     def apply(
         self, op: Op, slot_index: int, blueprint_index: int = 0, speed_index: int = 0
     ) -> TransitionResult | None:
@@ -224,7 +288,7 @@ class World:
         return result
 
     def _germinate(self, slot: str, blueprint_index: int, speed_index: int) -> TransitionResult:
-        name = self.config.blueprints[blueprint_index]
+        name = self.blueprint_irs[blueprint_index].metadata.name
         seed = self.compiler.build(
             self.blueprint_irs[blueprint_index],
             self.model.slots[slot].channels,
@@ -347,7 +411,7 @@ class World:
 
     def step(self, op: Op, slot_index: int, blueprint_index: int, speed_index: int) -> StepOutcome:
         """One single-agent step: apply the operation, train an epoch, pay the reward."""
-        self._pruned_this_step = 0
+        self.begin_step()
         result = self.apply(op, slot_index, blueprint_index, speed_index)
         metrics = self.train_epoch()
         terminated = self.unrecoverable()

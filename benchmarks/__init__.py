@@ -1,0 +1,1 @@
+"""Leaderboards, the seed-paper comparison and the performance benchmarks of Esper."""
