@@ -14,6 +14,8 @@ import gymnasium as gym
 from pydantic import Field
 
 from agents.policies import POLICY_NAMES, Policy, make_policy
+from agents.zoo.algos import ALGOS
+from agents.zoo.policy import load_sb3_policy
 from esper_env.contracts import SeedStage, StrictModel
 
 
@@ -48,6 +50,9 @@ class EpisodeResult(StrictModel):
         val_accuracy_curve: Validation accuracy after each step.
         lifecycle: Successful lifecycle transitions requested by the policy.
         reward_terms: Each reward term summed over the episode.
+        actions: The action taken at each step, for replay (`benchmarks.leaderboard validate`).
+        device: Torch device the episode trained on (filled in by the leaderboard runner).
+        machine: The machine it ran on (filled in by the leaderboard runner).
     """
 
     env_id: str
@@ -68,6 +73,9 @@ class EpisodeResult(StrictModel):
     val_accuracy_curve: list[float] = Field(default_factory=list)
     lifecycle: list[LifecycleMark] = Field(default_factory=list)
     reward_terms: dict[str, float] = Field(default_factory=dict)
+    actions: list[list[int]] = Field(default_factory=list)
+    device: str | None = None
+    machine: str | None = None
 
 
 def run_episode(env: gym.Env, policy: Policy, *, seed: int, policy_name: str) -> EpisodeResult:
@@ -86,10 +94,12 @@ def run_episode(env: gym.Env, policy: Policy, *, seed: int, policy_name: str) ->
     curve: list[float] = []
     marks: list[LifecycleMark] = []
     terms: dict[str, float] = {}
+    actions: list[list[int]] = []
     steps = 0
     done = False
     while not done:
         action = policy.act(obs, info)
+        actions.append([int(a) for a in action])
         obs, reward, terminated, truncated, info = env.step(action)
         steps += 1
         total += float(reward)
@@ -126,13 +136,17 @@ def run_episode(env: gym.Env, policy: Policy, *, seed: int, policy_name: str) ->
         val_accuracy_curve=curve,
         lifecycle=marks,
         reward_terms=terms,
+        actions=actions,
     )
 
 
 def load_policy(
     spec: str, env: gym.Env, *, seed: int | None = None, deterministic: bool = True
 ) -> Policy:
-    """Builds a policy from its command-line name: a baseline from `POLICY_NAMES`.
+    """Builds a policy from its command-line name: a baseline from `POLICY_NAMES`, or `ALGO:PATH`.
+
+    `ALGO:PATH` (e.g. `recurrent_ppo:logs/.../best_model.zip`) loads an agent saved by
+    `scripts/train_agent.py`, with `ALGO` one of `agents.zoo.ALGOS`.
 
     Args:
         spec: Policy name.
@@ -141,8 +155,15 @@ def load_policy(
         deterministic: For trained agents: greedy actions instead of sampled ones.
 
     Raises:
-        ValueError: Unknown name.
+        ValueError: Unknown name or algo.
+        FileNotFoundError: `ALGO:PATH` names no file.
     """
     if spec in POLICY_NAMES:
         return make_policy(spec, env, seed=seed)
-    raise ValueError(f"unknown policy {spec!r}; choose from {POLICY_NAMES}")
+    algo, sep, path = spec.partition(":")
+    if sep and algo in ALGOS:
+        return load_sb3_policy(algo, path, deterministic=deterministic)
+    raise ValueError(
+        f"unknown policy {spec!r}; choose from {POLICY_NAMES} or ALGO:PATH with ALGO in "
+        f"{sorted(ALGOS)}"
+    )

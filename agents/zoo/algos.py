@@ -1,0 +1,31 @@
+"""The algorithms the zoo trains (Simic's learners): names on the command line to SB3 classes."""
+
+from __future__ import annotations
+
+from sb3_contrib import MaskablePPO, RecurrentPPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+#: `--algo` name to algorithm class; RecurrentPPO is the default (Tamiyo needs memory).
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "recurrent_ppo": RecurrentPPO,
+    "maskable_ppo": MaskablePPO,
+    "ppo": PPO,
+}
+
+#: Algorithms whose policies carry an LSTM state across steps.
+RECURRENT_ALGOS = frozenset({"recurrent_ppo"})
+
+#: Algorithms that take `action_masks` (the env's flat per-dimension mask).
+MASKABLE_ALGOS = frozenset({"maskable_ppo"})
+
+
+def algo_class(name: str) -> type[BaseAlgorithm]:
+    """Returns the class behind an `--algo` name.
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if name not in ALGOS:
+        raise ValueError(f"unknown algo {name!r}; choose from {sorted(ALGOS)}")
+    return ALGOS[name]

@@ -1,0 +1,79 @@
+"""A saved SB3 agent behind the `Policy` interface, so it runs wherever the baselines do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+
+
+class SB3Policy:
+    """Adapts an SB3 model to `Policy`: `act(obs, info)` and `reset(seed)`.
+
+    A recurrent model carries its LSTM state and `episode_start` across steps and
+    forgets them on `reset`; a maskable model is given `info["action_mask"]`.
+
+    Args:
+        model: The trained model.
+        algo: Its `--algo` name (decides how it is called).
+        deterministic: Greedy actions instead of sampled ones.
+    """
+
+    def __init__(self, model: BaseAlgorithm, algo: str, *, deterministic: bool = True) -> None:
+        algo_class(algo)  # validates the name
+        self.model = model
+        self.algo = algo
+        self.deterministic = deterministic
+        self._state: tuple[np.ndarray, ...] | None = None
+        self._episode_start = np.ones((1,), dtype=bool)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Starts a new episode; `seed` fixes the sampling of a stochastic policy."""
+        self._state = None
+        self._episode_start = np.ones((1,), dtype=bool)
+        if seed is not None and not self.deterministic:
+            self.model.set_random_seed(seed)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Returns the model's `[op, slot, blueprint, blend_speed]` for this observation."""
+        if self.algo in RECURRENT_ALGOS:
+            action, self._state = self.model.predict(
+                obs,
+                state=self._state,
+                episode_start=self._episode_start,
+                deterministic=self.deterministic,
+            )
+            self._episode_start = np.zeros((1,), dtype=bool)
+        elif self.algo in MASKABLE_ALGOS:
+            action, _ = self.model.predict(  # type: ignore[call-arg]
+                obs, action_masks=info["action_mask"], deterministic=self.deterministic
+            )
+        else:
+            action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return np.asarray(action, dtype=np.int64)
+
+
+def load_sb3_policy(
+    algo: str, path: str | Path, *, device: str = "cpu", deterministic: bool = True
+) -> SB3Policy:
+    """Loads a saved agent (`.zip`) as a `Policy`.
+
+    Args:
+        algo: `--algo` name it was trained with.
+        path: The saved model.
+        device: Torch device of the policy network.
+        deterministic: Greedy actions instead of sampled ones.
+
+    Raises:
+        ValueError: Unknown algo.
+        FileNotFoundError: No file at `path`.
+    """
+    cls = algo_class(algo)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from train_agent.py)")
+    return SB3Policy(cls.load(path, device=device), algo, deterministic=deterministic)

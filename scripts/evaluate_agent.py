@@ -1,0 +1,125 @@
+"""Evaluates a saved agent on chosen seeds and writes one `EpisodeResult` JSON line per episode.
+
+Example:
+    python scripts/evaluate_agent.py --algo recurrent_ppo --env Esper-CIFAR-Mini-v0 \
+        -f logs --exp-id 0 --load-best --episodes 5 --seed 1000 --out results.jsonl
+
+The records have the schema of `scripts/run_policy.py` (policy name `ALGO:PATH`), so
+trained agents and baselines compare on equal terms. When the model sits in a run folder
+of `train_agent.py`, the env kwargs it was trained with are used unless `--env-kwargs`
+is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agents.cli import parse_key_values
+from agents.rollout import EpisodeResult, run_episode
+from agents.zoo.algos import ALGOS
+from agents.zoo.envs import make_esper_env
+from agents.zoo.policy import load_sb3_policy
+
+
+def resolve_model(args: argparse.Namespace) -> Path:
+    """The model file: `--model`, else the final or best model of run `--exp-id` under `-f`.
+
+    Raises:
+        FileNotFoundError: No such run or model.
+        ValueError: Neither `--model` nor `-f` given.
+    """
+    if args.model is not None:
+        return args.model
+    if args.folder is None:
+        raise ValueError("give --model PATH, or -f LOG_FOLDER (with --exp-id, 0 = latest)")
+    parent = args.folder / args.algo
+    pattern = re.compile(rf"^{re.escape(args.env)}_(\d+)$")
+    runs = {
+        int(m.group(1)): child
+        for child in (parent.iterdir() if parent.is_dir() else [])
+        if (m := pattern.match(child.name))
+    }
+    if not runs:
+        raise FileNotFoundError(f"no runs of {args.algo} on {args.env} under {parent}")
+    exp_id = args.exp_id if args.exp_id > 0 else max(runs)
+    if exp_id not in runs:
+        raise FileNotFoundError(f"no run {args.env}_{exp_id} under {parent} (have {sorted(runs)})")
+    name = "best_model.zip" if args.load_best else f"{args.env}.zip"
+    path = runs[exp_id] / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def training_env_kwargs(model_path: Path, env_id: str) -> dict[str, Any] | None:
+    """The env kwargs of the run that saved `model_path`, from its `{env}/args.yml` (None: none)."""
+    for folder in list(model_path.resolve().parents)[:3]:
+        args_file = folder / env_id / "args.yml"
+        if args_file.is_file():
+            saved = yaml.safe_load(args_file.read_text(encoding="utf-8"))
+            return parse_key_values(saved["env_kwargs"])
+    return None
+
+
+def main(argv: list[str] | None = None) -> list[EpisodeResult]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", default="recurrent_ppo", choices=sorted(ALGOS))
+    parser.add_argument("--env", default="Esper-CIFAR-Mini-v0", help="registered env id")
+    parser.add_argument("--model", type=Path, help="saved agent (.zip)")
+    parser.add_argument("-f", "--folder", type=Path, help="log folder of train_agent.py")
+    parser.add_argument("--exp-id", type=int, default=0, help="run number (0: the latest)")
+    parser.add_argument("--load-best", action="store_true", help="best_model.zip of the run")
+    parser.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE")
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed+i")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--device", default="cpu", help="torch device of the policy")
+    parser.add_argument("--out", type=Path, help="append one JSON line per episode to this file")
+    args = parser.parse_args(argv)
+
+    model_path = resolve_model(args)
+    if args.env_kwargs is not None:
+        env_kwargs = parse_key_values(args.env_kwargs)
+    else:
+        env_kwargs = training_env_kwargs(model_path, args.env) or {}
+        if env_kwargs:
+            print(f"env kwargs of the training run: {env_kwargs}")
+    env = make_esper_env(args.env, env_kwargs)
+    policy = load_sb3_policy(
+        args.algo, model_path, device=args.device, deterministic=args.deterministic
+    )
+    name = f"{args.algo}:{model_path}"
+    results = []
+    for episode in range(args.episodes):
+        result = run_episode(env, policy, seed=args.seed + episode, policy_name=name)
+        results.append(result)
+        print(
+            f"episode {episode} seed {result.seed}: test_acc {result.final_test_accuracy:.4f} "
+            f"val_acc {result.final_val_accuracy:.4f} params_added {result.params_added} "
+            f"return {result.episode_return:.3f} germinated/fossilized/pruned "
+            f"{result.seeds_germinated}/{result.seeds_fossilized}/{result.seeds_pruned} "
+            f"refused {result.refused_actions} ({result.wall_seconds:.1f}s)"
+        )
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a", encoding="utf-8") as handle:
+                handle.write(result.model_dump_json() + "\n")
+    env.close()
+    returns = np.array([r.episode_return for r in results])
+    tests = np.array([r.final_test_accuracy for r in results])
+    print(
+        f"{name} on {args.env}, {len(results)} episodes: return {returns.mean():.3f} "
+        f"+/- {returns.std():.3f}, test acc {tests.mean():.4f} +/- {tests.std():.4f}"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

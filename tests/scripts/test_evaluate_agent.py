@@ -1,0 +1,80 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from zoo_helpers import tiny_train_args
+
+from agents.rollout import EpisodeResult
+from scripts.evaluate_agent import main as evaluate
+from scripts.run_policy import main as run_policy
+from scripts.train_agent import main as train
+
+
+def test_trained_agent_is_evaluated_in_the_episode_schema(
+    tiny_env_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    trained = train(
+        [
+            *tiny_train_args(tiny_env_kwargs, logs, "recurrent_ppo"),
+            "-n",
+            "16",
+            "--eval-freq",
+            "16",
+            "--eval-episodes",
+            "1",
+        ]
+    )
+    out = tmp_path / "eval.jsonl"
+
+    # The run is found by number and its env kwargs come from its args.yml.
+    results = evaluate(
+        [
+            "--algo",
+            "recurrent_ppo",
+            "-f",
+            str(logs),
+            "--exp-id",
+            "1",
+            "--load-best",
+            "--episodes",
+            "2",
+            "--seed",
+            "1000",
+            "--out",
+            str(out),
+        ]
+    )
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2
+    records = [EpisodeResult.model_validate_json(line) for line in lines]
+    assert [r.seed for r in records] == [1000, 1001]
+    assert records == results
+    best = trained.log_path / "best_model.zip"
+    assert {r.policy for r in records} == {f"recurrent_ppo:{best}"}
+    assert all(r.steps == tiny_env_kwargs["episode_epochs"] for r in records)
+    assert set(json.loads(lines[0])) == set(EpisodeResult.model_fields)
+
+    # The same agent named as a policy of run_policy.py gives the same episodes.
+    kwargs = [f"{k}:{json.dumps(v)}" for k, v in tiny_env_kwargs.items()]
+    baseline_style = run_policy(
+        [
+            "--policy",
+            f"recurrent_ppo:{best}",
+            "--episodes",
+            "2",
+            "--seed",
+            "1000",
+            "--env-kwargs",
+            *kwargs,
+        ]
+    )
+    assert [r.final_test_accuracy for r in baseline_style] == [
+        r.final_test_accuracy for r in records
+    ]
+
+
+def test_missing_run_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no runs of ppo"):
+        evaluate(["--algo", "ppo", "-f", str(tmp_path)])
