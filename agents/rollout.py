@@ -8,6 +8,8 @@ baselines are compared on equal terms.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -138,6 +140,37 @@ def run_episode(env: gym.Env, policy: Policy, *, seed: int, policy_name: str) ->
         reward_terms=terms,
         actions=actions,
     )
+
+
+def run_episodes(
+    env: gym.Env,
+    policy: Policy,
+    *,
+    seeds: Sequence[int],
+    policy_name: str,
+    out: Path | None = None,
+) -> list[EpisodeResult]:
+    """Runs one episode per seed, prints a line for each, and appends them to `out` as JSONL.
+
+    Each result is written as soon as its episode ends, so an interrupted run keeps
+    the episodes it finished.
+    """
+    results = []
+    for seed in seeds:
+        result = run_episode(env, policy, seed=seed, policy_name=policy_name)
+        results.append(result)
+        print(
+            f"seed {result.seed}: test_acc {result.final_test_accuracy:.4f} "
+            f"val_acc {result.final_val_accuracy:.4f} params_added {result.params_added} "
+            f"return {result.episode_return:.3f} germinated/fossilized/pruned "
+            f"{result.seeds_germinated}/{result.seeds_fossilized}/{result.seeds_pruned} "
+            f"refused {result.refused_actions} ({result.wall_seconds:.1f}s)"
+        )
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a", encoding="utf-8") as handle:
+                handle.write(result.model_dump_json() + "\n")
+    return results
 
 
 def load_policy(

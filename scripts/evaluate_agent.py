@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from agents.cli import parse_key_values
-from agents.rollout import EpisodeResult, run_episode
+from agents.rollout import EpisodeResult, run_episodes
 from agents.zoo.algos import ALGOS
 from agents.zoo.envs import make_esper_env
 from agents.zoo.policy import load_sb3_policy
@@ -96,21 +96,8 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
         args.algo, model_path, device=args.device, deterministic=args.deterministic
     )
     name = f"{args.algo}:{model_path}"
-    results = []
-    for episode in range(args.episodes):
-        result = run_episode(env, policy, seed=args.seed + episode, policy_name=name)
-        results.append(result)
-        print(
-            f"episode {episode} seed {result.seed}: test_acc {result.final_test_accuracy:.4f} "
-            f"val_acc {result.final_val_accuracy:.4f} params_added {result.params_added} "
-            f"return {result.episode_return:.3f} germinated/fossilized/pruned "
-            f"{result.seeds_germinated}/{result.seeds_fossilized}/{result.seeds_pruned} "
-            f"refused {result.refused_actions} ({result.wall_seconds:.1f}s)"
-        )
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a", encoding="utf-8") as handle:
-                handle.write(result.model_dump_json() + "\n")
+    seeds = range(args.seed, args.seed + args.episodes)
+    results = run_episodes(env, policy, seeds=seeds, policy_name=name, out=args.out)
     env.close()
     returns = np.array([r.episode_return for r in results])
     tests = np.array([r.final_test_accuracy for r in results])

@@ -15,7 +15,7 @@ import gymnasium as gym
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.policies import POLICY_NAMES
-from agents.rollout import EpisodeResult, load_policy, run_episode
+from agents.rollout import EpisodeResult, load_policy, run_episodes
 
 
 def main(argv: list[str] | None = None) -> list[EpisodeResult]:
@@ -35,21 +35,8 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
 
     env = gym.make(args.env, **parse_key_values(args.env_kwargs))
     policy = load_policy(args.policy, env, seed=args.seed, deterministic=args.deterministic)
-    results = []
-    for episode in range(args.episodes):
-        result = run_episode(env, policy, seed=args.seed + episode, policy_name=args.policy)
-        results.append(result)
-        print(
-            f"episode {episode} seed {result.seed}: test_acc {result.final_test_accuracy:.4f} "
-            f"val_acc {result.final_val_accuracy:.4f} params_added {result.params_added} "
-            f"return {result.episode_return:.3f} "
-            f"germinated/fossilized/pruned {result.seeds_germinated}/"
-            f"{result.seeds_fossilized}/{result.seeds_pruned} ({result.wall_seconds:.1f}s)"
-        )
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a", encoding="utf-8") as handle:
-                handle.write(result.model_dump_json() + "\n")
+    seeds = range(args.seed, args.seed + args.episodes)
+    results = run_episodes(env, policy, seeds=seeds, policy_name=args.policy, out=args.out)
     env.close()
     return results
 
