@@ -9,6 +9,11 @@ A run lives in `{log_folder}/{algo}/{env}_{N}/`: `{env}.zip` (final model),
 `eval/0.monitor.csv`, and `{env}/config.yml` + `{env}/args.yml` (effective
 hyperparameters and arguments). Ctrl-C saves `{env}.zip`; `-i` resumes from any saved
 model, continuing the timestep count, the monitor files and `evaluations.npz` of its run.
+
+`--multi-agent` trains Tamiyo, Emrakul and Karn on the PettingZoo env instead, with
+separate policies in rounds of alternating best response (see `train_multi_agent`):
+
+    python scripts/train_agent.py --multi-agent --algo maskable_ppo -n 2160 --rounds 3
 """
 
 from __future__ import annotations
@@ -19,18 +24,23 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from netrc import netrc
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.cli import parse_key_values
+from agents.multi_agent_sb3 import AgentView, make_agent_view
 from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, algo_class
 from agents.zoo.callbacks import (
     EsperMetricsCallback,
@@ -38,11 +48,22 @@ from agents.zoo.callbacks import (
     ResumableMaskableEvalCallback,
     WandbCallback,
 )
-from agents.zoo.envs import make_vec_env
+from agents.zoo.envs import MONITOR_KEYS, make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
+from agents.zoo.policy import SB3Policy
+from esper_env.envs.multi_agent import AGENTS
 from esper_env.envs.presets import preset_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Why `--shared-policy` fails: parameter sharing needs one space for all agents.
+SHARED_POLICY_IMPOSSIBLE = (
+    "--shared-policy: one policy shared by Tamiyo, Emrakul and Karn is not possible: "
+    "parameter sharing (SuperSuit-style) needs identical observation and action spaces, "
+    "and theirs differ in size and meaning (actions [op, slot, blueprint, speed], "
+    "[op, slot] and [op, parent, mutation]). --multi-agent trains a separate policy per "
+    "agent; drop --shared-policy."
+)
 
 
 @dataclass
@@ -114,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--verbose", type=int, default=1)
+    multi = parser.add_argument_group(
+        "multi-agent", "evaluation, checkpoints, -i and --track are single-agent only"
+    )
+    multi.add_argument(
+        "--multi-agent",
+        action="store_true",
+        help="train tamiyo, emrakul and karn on the multi-agent env over --env's preset",
+    )
+    multi.add_argument(
+        "--agents",
+        default=",".join(AGENTS),
+        help="comma-separated agents to train; the others keep their heuristics",
+    )
+    multi.add_argument("--rounds", type=int, default=3, help="rounds of alternating best response")
+    multi.add_argument(
+        "--shared-policy",
+        action="store_true",
+        help="one policy for all agents: not possible (their spaces differ), fails with why",
+    )
     return parser
 
 
@@ -335,6 +375,202 @@ def train(args: argparse.Namespace) -> TrainResult:
     return result
 
 
+@dataclass
+class MultiAgentTrainResult:
+    """Where a `--multi-agent` run left its models, and how far each agent got.
+
+    Attributes:
+        log_path: The run folder.
+        model_paths: Each trained agent's final (or interrupted) model, `{agent}.zip`.
+        num_timesteps: Timesteps each agent trained.
+        interrupted: Training stopped on Ctrl-C.
+        wall_seconds: Wall time of the training.
+    """
+
+    log_path: Path
+    model_paths: dict[str, Path]
+    num_timesteps: dict[str, int]
+    interrupted: bool
+    wall_seconds: float
+
+
+def parse_agents(text: str) -> list[str]:
+    """The `--agents` list: known, distinct agent names in the given order.
+
+    Raises:
+        ValueError: An unknown or repeated name.
+    """
+    agents = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in agents if name not in AGENTS]
+    if not agents or unknown or len(set(agents)) != len(agents):
+        raise ValueError(
+            f"--agents {text!r}: give distinct names from {', '.join(AGENTS)} separated by commas"
+        )
+    return agents
+
+
+def train_multi_agent(args: argparse.Namespace) -> MultiAgentTrainResult:
+    """Trains separate SB3 policies for Tamiyo, Emrakul and Karn by alternating best response.
+
+    Each round trains every agent of `--agents` in turn for `n_timesteps / (rounds *
+    agents)` timesteps (rounded up to whole rollouts) on its `AgentView` of the
+    multi-agent env over `--env`'s preset. The partners in that view are the other
+    agents' current models (deterministic, through `SB3Policy`) once they have one, and
+    their heuristics (`heuristic_team`) before that; agents left out of `--agents` keep
+    their heuristics throughout. Each agent's model is one `--algo` model that keeps
+    learning across rounds, built with the single-agent hyperparameters of `--env`
+    (the spaces differ per agent, and SB3 sizes its networks from them); MaskablePPO
+    reads the view's `action_masks`. Envs run in-process (a `DummyVecEnv` of `n_envs`
+    views), because partners are the live models.
+
+    The run folder `{log_folder}/{algo}/{env}_multi_{N}/` holds `{agent}.zip` (saved
+    after each of its stages), `{agent}.{i}.monitor.csv` (its training episodes, with
+    Esper's final metrics) and `{env}/config.yml` + `{env}/args.yml`.
+
+    Raises:
+        ValueError: `--shared-policy`, a single-agent-only option, bad `--agents`, too
+            few timesteps for the stages, or bad hyperparameters or env kwargs.
+    """
+    if args.shared_policy:
+        raise ValueError(SHARED_POLICY_IMPOSSIBLE)
+    single_only = {
+        "-i": args.trained_agent is not None,
+        "--track": args.track,
+        "--save-freq": args.save_freq > 0,
+    }
+    if used := [flag for flag, given in single_only.items() if given]:
+        raise ValueError(f"{', '.join(used)}: single-agent only; drop it with --multi-agent")
+    agents = parse_agents(args.agents)
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    env_kwargs = parse_key_values(args.env_kwargs)
+    overrides = parse_key_values(args.hyperparams)
+    if args.n_envs is not None:
+        overrides["n_envs"] = args.n_envs
+    hyperparams = load_hyperparams(args.algo, args.env, overrides)
+    cls = algo_class(args.algo)
+    n_timesteps = args.n_timesteps if args.n_timesteps is not None else hyperparams.n_timesteps
+    stages = args.rounds * len(agents)
+    per_stage = n_timesteps // stages
+    if per_stage < 1:
+        raise ValueError(
+            f"-n {n_timesteps} is less than one timestep for each of the {stages} stages "
+            f"({args.rounds} rounds x {len(agents)} agents)"
+        )
+    threads = args.num_threads if args.num_threads > 0 else max(1, (os.cpu_count() or 1) // 2)
+    torch.set_num_threads(threads)
+
+    n_envs = hyperparams.n_envs
+    # Building the views first makes bad env kwargs fail before any folder is made.
+    views = {
+        agent: [
+            make_agent_view(
+                agent, partners="heuristic", seed=args.seed + i, preset=args.env, **env_kwargs
+            )
+            for i in range(n_envs)
+        ]
+        for agent in agents
+    }
+    heuristics = {agent: [dict(view.partners) for view in views[agent]] for agent in agents}
+    log_path = new_run_folder(args.log_folder, args.algo, f"{args.env}_multi")
+    (log_path / args.env).mkdir(parents=True)
+    vec_envs = {
+        agent: DummyVecEnv(
+            [_monitored(view, log_path / f"{agent}.{i}") for i, view in enumerate(views[agent])]
+        )
+        for agent in agents
+    }
+    config = {**hyperparams.model_dump(), "n_timesteps": n_timesteps}
+    args_record = {key: _yaml_ready(value) for key, value in vars(args).items()}
+    (log_path / args.env / "config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (log_path / args.env / "args.yml").write_text(yaml.safe_dump(args_record), encoding="utf-8")
+
+    tensorboard_log = f"{args.tensorboard_log}/{args.algo}" if args.tensorboard_log else None
+    models: dict[str, BaseAlgorithm] = {}
+    model_paths: dict[str, Path] = {}
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        for stage in range(stages):
+            agent = agents[stage % len(agents)]
+            for view, fallback in zip(views[agent], heuristics[agent], strict=True):
+                view.partners = {
+                    other: SB3Policy(models[other], args.algo) if other in models else policy
+                    for other, policy in fallback.items()
+                }
+            vec_env = vec_envs[agent]
+            vec_env.seed(args.seed + stage * n_envs)  # each stage sees fresh episodes
+            if agent not in models:
+                models[agent] = cls(
+                    hyperparams.policy,
+                    vec_env,
+                    seed=args.seed,
+                    device=args.device,
+                    tensorboard_log=tensorboard_log,
+                    verbose=args.verbose,
+                    **hyperparams.algo_kwargs(),
+                )
+            else:
+                models[agent].set_env(vec_env)  # restarts the episodes with the new partners
+            models[agent].learn(
+                total_timesteps=per_stage,
+                progress_bar=args.progress,
+                reset_num_timesteps=False,
+                tb_log_name=f"{log_path.name}_{agent}",
+            )
+            model_paths[agent] = log_path / f"{agent}.zip"
+            models[agent].save(model_paths[agent])
+    except KeyboardInterrupt:
+        interrupted = True
+    wall = time.perf_counter() - start
+    for agent, model in models.items():
+        model_paths[agent] = log_path / f"{agent}.zip"
+        model.save(model_paths[agent])
+    for vec_env in vec_envs.values():
+        vec_env.close()
+
+    result = MultiAgentTrainResult(
+        log_path=log_path,
+        model_paths=model_paths,
+        num_timesteps={agent: model.num_timesteps for agent, model in models.items()},
+        interrupted=interrupted,
+        wall_seconds=wall,
+    )
+    _print_multi_agent_summary(args, result, vec_envs)
+    return result
+
+
+def _monitored(view: AgentView, filename: Path) -> Callable[[], gym.Env]:
+    def make() -> gym.Env:
+        return Monitor(view, str(filename), info_keywords=MONITOR_KEYS)
+
+    return make
+
+
+def _print_multi_agent_summary(
+    args: argparse.Namespace, result: MultiAgentTrainResult, vec_envs: dict[str, DummyVecEnv]
+) -> None:
+    lines = [
+        "",
+        "=" * 72,
+        f"{'Interrupted' if result.interrupted else 'Finished'}: {args.algo} multi-agent on "
+        f"{args.env} in {result.wall_seconds:.0f} s",
+        f"  run folder   {result.log_path}",
+    ]
+    for agent, path in result.model_paths.items():
+        returns = [r for env in vec_envs[agent].envs for r in env.get_episode_rewards()][-20:]
+        recent = (
+            f", last {len(returns)} episodes' mean return {np.mean(returns):.3f}" if returns else ""
+        )
+        lines.append(f"  {agent:<8} {path} ({result.num_timesteps[agent]} timesteps{recent})")
+    lines.append(
+        "  act with    agents.zoo.policy.load_sb3_policy(algo, path) on "
+        "agents.multi_agent_sb3.make_agent_view(agent, ...)"
+    )
+    lines.append("=" * 72)
+    print("\n".join(lines))
+
+
 def _start_wandb(
     args: argparse.Namespace,
     env_kwargs: dict[str, Any],
@@ -418,8 +654,14 @@ def _print_summary(
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> TrainResult:
-    return train(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None) -> TrainResult | MultiAgentTrainResult:
+    """Runs the command line: `train`, or `train_multi_agent` with `--multi-agent`."""
+    args = build_parser().parse_args(argv)
+    if args.multi_agent:
+        return train_multi_agent(args)
+    if args.shared_policy:
+        raise ValueError("--shared-policy applies to --multi-agent only")
+    return train(args)
 
 
 if __name__ == "__main__":
