@@ -100,6 +100,10 @@ class LifecycleConfig(StrictModel):
         embargo_epochs: Epochs a pruned slot stays EMBARGOED before it resets.
         blend_schedule: Shape of the alpha ramp.
         blend_epochs: Length of the ramp, in epochs, for each blend speed (action index).
+        training_damping: While a seed trains in isolation its loss is only the linearised
+            task loss at h, so its output grows without bound; a positive value adds
+            `training_damping / 2 * mean(s**2)` to what it minimises, which keeps it bounded
+            (a damped functional-gradient step). 0 (the v0 envs' semantics) turns it off.
     """
 
     min_training_epochs: int = Field(default=1, ge=0)
@@ -109,6 +113,7 @@ class LifecycleConfig(StrictModel):
     embargo_epochs: int = Field(default=2, ge=0)
     blend_schedule: BlendSchedule = BlendSchedule.LINEAR
     blend_epochs: tuple[int, ...] = (1, 2, 4)
+    training_damping: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check_blend(self) -> LifecycleConfig:

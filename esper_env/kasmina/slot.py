@@ -1,13 +1,15 @@
 """Kasmina's seed slot: one point of the host where a seed can grow, with its lifecycle.
 
 A slot's output is `h` (the host activation entering it) while empty, `h` with
-the seed's gradient attached while the seed trains in isolation, `h + alpha * s`
+the seed's gradient attached while the seed trains in isolation (optionally damped:
+`LifecycleConfig.training_damping`), `h + alpha * s`
 while blending and holding, and `h + s` once fossilized.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TypedDict
 
 import torch
@@ -121,6 +123,12 @@ class SeedSlot(nn.Module):
             # Value exactly h; the seed gets the gradient of full blending; the host none of it.
             s = seed(h.detach())
             out = h + (s - s.detach())
+            damping = self.lifecycle.training_damping
+            if damping > 0 and s.requires_grad:
+                # The task loss is only ever evaluated at h, so its gradient alone would
+                # push s without bound along a linear objective. The damping term makes
+                # the seed regress onto a damped functional-gradient step, s -> -grad/damping.
+                s.register_hook(_damped(s.detach(), damping / s.numel()))
         elif self.sedated:
             if not self.capturing:
                 return h
@@ -514,3 +522,12 @@ class SeedSlot(nn.Module):
         self.seed_loss = state["seed_loss"]
         self.seed_loss_trend = state["seed_loss_trend"]
         self.measured_stage = None if measured is None else SeedStage(measured)
+
+
+def _damped(s: torch.Tensor, coefficient: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A gradient hook adding `coefficient * s`: the gradient of `coefficient / 2 * |s|^2`."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad + coefficient * s
+
+    return hook

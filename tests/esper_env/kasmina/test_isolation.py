@@ -142,3 +142,39 @@ def test_pruned_slot_returns_the_host_output_without_calling_the_seed(
     assert torch.equal(tiny_model(x), bare(x))
     assert seed.calls == calls_after_probe + 1
     assert tiny_model.seed_param_count() == 0
+
+
+def _seed_output_grad(model: MorphogeneticModel, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient reaching the seed's output `s` in one backward pass, and `s` itself."""
+    seen: dict[str, torch.Tensor] = {}
+    seed = model.slots["slot1"].seed
+    assert seed is not None
+
+    def keep_output(module: nn.Module, args: tuple[torch.Tensor, ...], s: torch.Tensor) -> None:
+        seen["s"] = s.detach()
+
+    def keep_grad(module: nn.Module, grad_in: object, grad_out: tuple[torch.Tensor]) -> None:
+        seen["grad"] = grad_out[0]
+
+    handles = [seed.register_forward_hook(keep_output), seed.register_full_backward_hook(keep_grad)]
+    _loss_and_grads(model, batch)
+    for handle in handles:
+        handle.remove()
+    return seen["grad"], seen["s"]
+
+
+def test_training_seed_output_is_damped_towards_a_functional_gradient_step(
+    tiny_model: MorphogeneticModel, batch, drive_to
+) -> None:
+    drive_to(tiny_model, "slot1", SeedStage.TRAINING)
+    undamped = copy.deepcopy(tiny_model)
+    damping = 0.5
+    for model, value in ((tiny_model, damping), (undamped, 0.0)):
+        slot = model.slots["slot1"]
+        slot.lifecycle = slot.lifecycle.model_copy(update={"training_damping": value})
+    grad_damped, s = _seed_output_grad(tiny_model, batch)
+    grad_plain, s_plain = _seed_output_grad(undamped, batch)
+    assert torch.equal(s, s_plain)
+    # The seed's backward sees the task gradient plus exactly the damping term.
+    torch.testing.assert_close(grad_damped - grad_plain, damping / s.numel() * s)
+    assert grad_plain.abs().sum() > 0
