@@ -60,7 +60,6 @@ class EsperCifarEnv(gym.Env[np.ndarray, np.ndarray]):
                 len(config.lifecycle.blend_epochs),
             ]
         )
-        self._last_obs: np.ndarray | None = None
 
     # --- Gymnasium API -------------------------------------------------------------------
 
@@ -134,10 +133,9 @@ class EsperCifarEnv(gym.Env[np.ndarray, np.ndarray]):
         return Op(op), slot, blueprint, speed
 
     def _observe(self) -> np.ndarray:
-        self._last_obs = self.layout.encode(
+        return self.layout.encode(
             self.world.signals(), self.world.model.reports(), self.world.base_params
         )
-        return self._last_obs
 
     def _info(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {
