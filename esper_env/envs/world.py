@@ -29,7 +29,7 @@ from esper_env.contracts import (
 from esper_env.data import DeviceBatches, cached_cifar10, stratified_split, stratified_subset
 from esper_env.envs.presets import preset_config
 from esper_env.kasmina import MorphogeneticModel, build_host
-from esper_env.observation import GlobalSignals
+from esper_env.observation import OBS_VERSION, GlobalSignals
 from esper_env.reward import reward_terms
 from esper_env.telemetry import (
     EpochEnd,
@@ -113,9 +113,10 @@ class World:
     """
 
     def __init__(self, config: EnvConfig) -> None:
-        if config.obs_version != 1:
+        if config.obs_version != OBS_VERSION:
             raise ValueError(
-                f"obs_version={config.obs_version} requested, but this Esper provides version 1"
+                f"obs_version={config.obs_version} requested, but this Esper provides version "
+                f"{OBS_VERSION}; pin the esper release that provides it"
             )
         train_config = config.train
         if "epochs" not in train_config.model_fields_set:

@@ -110,6 +110,8 @@ def test_out_of_space_action_and_unknown_key_fail_clearly(tiny_env_kwargs):
         make(**{**tiny_env_kwargs, "train": {"batchsize": 3}})
     with pytest.raises(ValidationError, match="unknown host preset"):
         make(**tiny_env_kwargs, host="huge")
+    with pytest.raises(ValueError, match="obs_version=2 requested"):
+        make(**tiny_env_kwargs, obs_version=2)
 
 
 def test_a_fixed_schedule_grows_a_seed_and_the_observation_shows_it(tiny_env_kwargs):
