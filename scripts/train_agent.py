@@ -37,7 +37,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.cli import parse_key_values
 from agents.multi_agent_sb3 import AgentView, make_agent_view
@@ -280,15 +280,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             **algo_kwargs,
         )
     else:
-        model = cls(
-            hyperparams.policy,
-            env,
-            seed=args.seed,
-            device=args.device,
-            tensorboard_log=tensorboard_log,
-            verbose=args.verbose,
-            **algo_kwargs,
-        )
+        model = _new_model(cls, hyperparams, env, args, tensorboard_log)
     n_timesteps = _planned_timesteps(args, hyperparams, model, resume_in)
 
     config = hyperparams.model_dump()
@@ -501,15 +493,7 @@ def train_multi_agent(args: argparse.Namespace) -> MultiAgentTrainResult:
             vec_env = vec_envs[agent]
             vec_env.seed(args.seed + stage * n_envs)  # each stage sees fresh episodes
             if agent not in models:
-                models[agent] = cls(
-                    hyperparams.policy,
-                    vec_env,
-                    seed=args.seed,
-                    device=args.device,
-                    tensorboard_log=tensorboard_log,
-                    verbose=args.verbose,
-                    **hyperparams.algo_kwargs(),
-                )
+                models[agent] = _new_model(cls, hyperparams, vec_env, args, tensorboard_log)
             else:
                 models[agent].set_env(vec_env)  # restarts the episodes with the new partners
             models[agent].learn(
@@ -652,6 +636,25 @@ def _print_summary(
         )
     lines.append("=" * 72)
     print("\n".join(lines))
+
+
+def _new_model(
+    cls: type[BaseAlgorithm],
+    hyperparams: Hyperparams,
+    env: VecEnv,
+    args: argparse.Namespace,
+    tensorboard_log: str | None,
+) -> BaseAlgorithm:
+    """A fresh SB3 model of `cls` with the run's hyperparameters, seed, device and logging."""
+    return cls(
+        hyperparams.policy,
+        env,
+        seed=args.seed,
+        device=args.device,
+        tensorboard_log=tensorboard_log,
+        verbose=args.verbose,
+        **hyperparams.algo_kwargs(),
+    )
 
 
 def main(argv: list[str] | None = None) -> TrainResult | MultiAgentTrainResult:
