@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from esper_env.contracts import Op, SeedStage
+from esper_env.contracts import ACTIVE_STAGES, Op, SeedStage
+from esper_env.kasmina.lifecycle import DEFAULT_LIFECYCLE
 from esper_env.observation import ObservationLayout
 
 
@@ -75,57 +76,74 @@ class RandomMasked:
         )
 
 
+def _live_order(stages: list[SeedStage], turn: int) -> list[int]:
+    """Slots holding a live seed, in slot order rotated to start at `turn`."""
+    live = [i for i, stage in enumerate(stages) if stage in ACTIVE_STAGES]
+    return sorted(live, key=lambda i: (i - turn) % len(stages))
+
+
 @dataclass
 class FixedSchedule:
-    """A scripted curriculum: germinate at set epochs, then advance every live seed on a timetable.
+    """A scripted curriculum: germinate on a timetable, push every seed along, blindly.
+
+    Seeds go into the deepest dormant slot first; each step advances (or fossilizes)
+    the next live seed in turn, whatever its measurements say.
 
     Attributes:
         layout: Observation layout of the env.
-        germinate_epochs: Epochs at which a seed is germinated in the first dormant slot.
+        germinate_epochs: Epochs at which a seed is germinated in the deepest dormant slot.
         blueprint: Blueprint index germinated.
         speed: Blend-speed index.
     """
 
     layout: ObservationLayout
-    germinate_epochs: tuple[int, ...] = (1,)
+    germinate_epochs: tuple[int, ...] = (0, 1, 2)
     blueprint: int = 0
     speed: int = 0
+    _turn: int = 0
 
     def reset(self, seed: int | None = None) -> None:
-        """The schedule has no state."""
+        """Restarts the turn order."""
+        self._turn = 0
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """Germinates on schedule, else advances the first live seed, else waits."""
+        """Germinates on schedule, else advances (or fossilizes) the next live seed in turn."""
         stages = self.layout.slot_stages(obs)
-        if info["epoch"] in self.germinate_epochs and SeedStage.DORMANT in stages:
-            return _action(
-                Op.GERMINATE, stages.index(SeedStage.DORMANT), self.blueprint, self.speed
-            )
-        for index, stage in enumerate(stages):
-            if stage in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING):
-                return _action(Op.ADVANCE, index)
-            if stage is SeedStage.HOLDING:
-                return _action(Op.FOSSILIZE, index)
+        dormant = [i for i, stage in enumerate(stages) if stage is SeedStage.DORMANT]
+        if info["epoch"] in self.germinate_epochs and dormant:
+            return _action(Op.GERMINATE, dormant[-1], self.blueprint, self.speed)
+        for index in _live_order(stages, self._turn):
+            self._turn = index + 1
+            op = Op.FOSSILIZE if stages[index] is SeedStage.HOLDING else Op.ADVANCE
+            return _action(op, index)
         return _action(Op.WAIT)
 
 
 @dataclass
 class HeuristicTamiyo:
-    """Germinate on a plateau, advance when the measurements say the seed helps, prune losers.
+    """Grow early, deepest slot first; advance seeds that pass the gates; prune losers.
+
+    It reads the same signals the gates use (`improvement` and `contribution` with their
+    standard errors, compared at the lifecycle's `significance`), so it asks for a
+    transition only when the gate will grant it.
 
     Attributes:
         layout: Observation layout of the env.
-        plateau_epochs: Epochs without a new best validation accuracy that count as a plateau.
-        first_epoch: Earliest epoch at which to germinate even without a plateau.
-        patience: Consecutive steps of harmful measurements before a seed is pruned.
+        significance: Standard errors a measured effect must exceed (the lifecycle's).
+        min_improvement: G2's threshold on the val loss change (the lifecycle's).
+        min_contribution: G4's threshold on the contribution (the lifecycle's).
+        first_epoch: Earliest epoch at which to germinate.
+        patience: Consecutive failing measurements before a seed is pruned.
         blueprint: Blueprint index to germinate.
         speed: Blend-speed index.
     """
 
     layout: ObservationLayout
-    plateau_epochs: int = 2
-    first_epoch: int = 1
-    patience: int = 2
+    significance: float = DEFAULT_LIFECYCLE.significance
+    min_improvement: float = DEFAULT_LIFECYCLE.min_improvement
+    min_contribution: float = DEFAULT_LIFECYCLE.min_contribution
+    first_epoch: int = 0
+    patience: int = 3
     blueprint: int = 0
     speed: int = 0
     _strikes: dict[int, int] = field(default_factory=dict)
@@ -135,47 +153,60 @@ class HeuristicTamiyo:
         self._strikes.clear()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """One decision, in priority order: prune, fossilize, advance, germinate, wait."""
+        """One decision, in priority order: prune, fossilize/advance, germinate, wait."""
         legal = info["op_slot_mask"]
         stages = self.layout.slot_stages(obs)
         for index, stage in enumerate(stages):
-            harmful = self._harmful(obs, index, stage)
-            self._strikes[index] = self._strikes.get(index, 0) + 1 if harmful else 0
+            failing = self._failing(obs, index, stage)
+            self._strikes[index] = self._strikes.get(index, 0) + 1 if failing else 0
             if self._strikes[index] >= self.patience and legal[Op.PRUNE, index]:
                 self._strikes[index] = 0
                 return _action(Op.PRUNE, index)
         for index, stage in enumerate(stages):
-            contribution = self.layout.slot_feature(obs, index, "contribution")
-            if stage is SeedStage.HOLDING and contribution > 0 and legal[Op.FOSSILIZE, index]:
-                return _action(Op.FOSSILIZE, index)
-            if self._ready_to_advance(obs, index, stage) and legal[Op.ADVANCE, index]:
+            if stage is SeedStage.HOLDING and self._earns(obs, index):
+                if legal[Op.FOSSILIZE, index]:
+                    return _action(Op.FOSSILIZE, index)
+            elif self._ready_to_advance(obs, index, stage) and legal[Op.ADVANCE, index]:
                 return _action(Op.ADVANCE, index)
-        live = any(
-            s in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING) for s in stages
-        )
-        plateau = self.layout.global_feature(obs, "plateau") * self.layout.episode_epochs
-        wants_seed = info["epoch"] >= self.first_epoch and (
-            plateau >= self.plateau_epochs or info["epoch"] == self.first_epoch
-        )
+        germinating = SeedStage.GERMINATED in stages
         dormant = np.flatnonzero(legal[Op.GERMINATE])
-        if wants_seed and not live and dormant.size:
-            return _action(Op.GERMINATE, int(dormant[0]), self.blueprint, self.speed)
+        if info["epoch"] >= self.first_epoch and not germinating and dormant.size:
+            return _action(Op.GERMINATE, int(dormant[-1]), self.blueprint, self.speed)
         return _action(Op.WAIT)
+
+    def _feature(self, obs: np.ndarray, index: int, name: str) -> float:
+        return self.layout.slot_feature(obs, index, name)
+
+    def _helps(self, obs: np.ndarray, index: int) -> bool:
+        """G2's rule: the val loss at alpha 1 is lower than at 0 beyond the noise."""
+        bound = self._feature(obs, index, "improvement") + self.significance * self._feature(
+            obs, index, "improvement_se"
+        )
+        return bound < -self.min_improvement
+
+    def _earns(self, obs: np.ndarray, index: int) -> bool:
+        """G4's rule: the contribution is positive beyond the noise."""
+        bound = self._feature(obs, index, "contribution") - self.significance * self._feature(
+            obs, index, "contribution_se"
+        )
+        return bound > self.min_contribution
 
     def _ready_to_advance(self, obs: np.ndarray, index: int, stage: SeedStage) -> bool:
         if stage is SeedStage.GERMINATED:
             return True
         if stage is SeedStage.TRAINING:
-            return self.layout.slot_feature(obs, index, "seed_loss_trend") < 0
+            return self._helps(obs, index)
         if stage is SeedStage.BLENDING:
-            return self.layout.slot_feature(obs, index, "alpha") >= 1.0
+            return self._feature(obs, index, "alpha") >= 1.0
         return False
 
-    def _harmful(self, obs: np.ndarray, index: int, stage: SeedStage) -> bool:
+    def _failing(self, obs: np.ndarray, index: int, stage: SeedStage) -> bool:
         if stage is SeedStage.TRAINING:
-            return self.layout.slot_feature(obs, index, "seed_loss_trend") > 0
+            trained = self._feature(obs, index, "epochs_in_stage") * self.layout.episode_epochs
+            return trained >= 1 and not self._helps(obs, index)
         if stage in (SeedStage.BLENDING, SeedStage.HOLDING):
-            return self.layout.slot_feature(obs, index, "contribution") < 0
+            se = self._feature(obs, index, "contribution_se")
+            return self._feature(obs, index, "contribution") < -self.significance * se
         return False
 
 
@@ -208,7 +239,14 @@ def make_policy(name: str, env: gym.Env, seed: int | None = None) -> Policy:
     if name == "fixed":
         return FixedSchedule(layout, blueprint=blueprint)
     if name == "heuristic":
-        return HeuristicTamiyo(layout, blueprint=blueprint)
+        lifecycle = env.get_wrapper_attr("config").lifecycle
+        return HeuristicTamiyo(
+            layout,
+            significance=lifecycle.significance,
+            min_improvement=lifecycle.min_improvement,
+            min_contribution=lifecycle.min_contribution,
+            blueprint=blueprint,
+        )
     raise ValueError(
         f"unknown policy {name!r}; choose from {POLICY_NAMES} (or ppo:PATH in scripts)"
     )

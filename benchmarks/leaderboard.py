@@ -41,6 +41,8 @@ from matplotlib.lines import Line2D
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.rollout import EpisodeResult, load_policy, run_episode
+from benchmarks.machine import cpu_model, fix_threads
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 #: Evaluation seeds start here; training seeds stay below it, so the two never meet.
 EVAL_SEED_START = 1000
@@ -70,10 +72,16 @@ class BoardEntry(EpisodeResult):
     Attributes:
         env_kwargs: Keyword arguments given to `gym.make` on top of the registered preset.
         obs_version: Observation layout version of the env.
+        env_semantics_version: `ENV_SEMANTICS_VERSION` of the Esper that ran it.
+        torch_threads: torch's CPU thread count during the episode (results depend on it).
+        cpu: The CPU model.
     """
 
     env_kwargs: dict[str, Any]
     obs_version: int
+    env_semantics_version: int
+    torch_threads: int
+    cpu: str
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -157,11 +165,24 @@ def read_board(path: Path) -> list[BoardEntry]:
         return []
     entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                entries.append(BoardEntry.model_validate_json(line))
-            except ValueError as error:
-                raise ValueError(f"{path}:{number} is not a leaderboard line: {error}") from error
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path}:{number} is not JSON: {error}") from error
+        version = raw.get("env_semantics_version") if isinstance(raw, dict) else None
+        if version != ENV_SEMANTICS_VERSION:
+            raise ValueError(
+                f"{path}:{number} was recorded under env semantics version "
+                f"{version or '1 (unrecorded)'}, this Esper runs version "
+                f"{ENV_SEMANTICS_VERSION}: its results measured another world; delete the "
+                "board and run it again"
+            )
+        try:
+            entries.append(BoardEntry.model_validate(raw))
+        except ValueError as error:
+            raise ValueError(f"{path}:{number} is not a leaderboard line: {error}") from error
     return entries
 
 
@@ -273,6 +294,9 @@ def run_board(
                     machine=machine,
                     env_kwargs=kwargs,
                     obs_version=world.config.obs_version,
+                    env_semantics_version=ENV_SEMANTICS_VERSION,
+                    torch_threads=torch.get_num_threads(),
+                    cpu=cpu_model(),
                 )
                 with path.open("a", encoding="utf-8") as handle:
                     handle.write(entry.model_dump_json() + "\n")
@@ -320,6 +344,50 @@ def render_table(entries: Iterable[EpisodeResult]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(
+    entries: Iterable[EpisodeResult], reference: str, field: str = "final_test_accuracy"
+) -> list[tuple[str, int, float, float]]:
+    """Each policy minus `reference` on the seeds both ran: (policy, n, mean, 95% CI half-width).
+
+    Policies run on the same evaluation seeds, so the paired difference removes the
+    seed-to-seed spread that unpaired intervals carry.
+    """
+    by_policy: dict[str, dict[int, float]] = {}
+    for entry in entries:
+        by_policy.setdefault(entry.policy, {})[entry.seed] = float(getattr(entry, field))
+    base = by_policy.get(reference, {})
+    rows = []
+    for policy, values in by_policy.items():
+        shared = sorted(set(values) & set(base))
+        if policy == reference or len(shared) < 2:
+            continue
+        mean, half = mean_ci([values[s] - base[s] for s in shared])
+        rows.append((policy, len(shared), mean, half))
+    return rows
+
+
+def render_paired(entries: Sequence[EpisodeResult]) -> str:
+    """Markdown table of paired differences against noop and against heuristic, where present."""
+    lines = [
+        "| policy | minus | seeds | test acc (points, 95% CI) | excludes 0 | return (95% CI) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for reference in ("noop", "heuristic"):
+        returns = {
+            p: (m, h) for p, _, m, h in paired_differences(entries, reference, "episode_return")
+        }
+        for policy, n, mean, half in paired_differences(entries, reference):
+            if policy == "noop":  # noop - heuristic is heuristic - noop negated
+                continue
+            excludes = "yes" if abs(mean) > half else "no"
+            ret_mean, ret_half = returns[policy]
+            lines.append(
+                f"| {policy} | {reference} | {n} | {100 * mean:+.2f} ± {100 * half:.2f} "
+                f"| {excludes} | {ret_mean:+.3f} ± {ret_half:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def env_version(env_id: str) -> str:
     """The `-vN` suffix of an env id, e.g. "v0".
 
@@ -353,17 +421,21 @@ def render_board(env_id: str, out_dir: Path = BOARD_DIR) -> Path:
     kwargs_text = f"`{kwargs}`" if kwargs else "none (the registered preset as it is)"
     policies = ",".join(dict.fromkeys(e.policy for e in entries))
     n = max(r.episodes for r in aggregate(entries))
+    threads_text = ", ".join(str(t) for t in sorted({e.torch_threads for e in entries}))
+    cpu_text = "; ".join(sorted({e.cpu for e in entries}))
     text = f"""# Leaderboard: {env_id}
 
-Env version **{env_version(env_id)}**, observation layout version **{obs_version}**
-(a change of env semantics bumps the env id and starts a new board). Protocol:
+Env version **{env_version(env_id)}**, observation layout version **{obs_version}**,
+env semantics version **{ENV_SEMANTICS_VERSION}** (records of another semantics
+version are refused). Torch threads: {threads_text}; CPU: {cpu_text}. Protocol:
 [PROTOCOL.md](../PROTOCOL.md). Env kwargs: {kwargs_text}. Evaluation seeds:
 {_seed_text({e.seed for e in entries})} (training seeds are below {EVAL_SEED_START}).
 
 Reproduce, resume or extend (a run skips the episodes already recorded here):
 
 ```bash
-python -m benchmarks.leaderboard run --env {env_id} --policies {policies} --seeds {n}
+python -m benchmarks.leaderboard run --env {env_id} --policies {policies} \\
+    --seeds {n} --threads {threads_text}
 python -m benchmarks.leaderboard validate --env {env_id}
 ```
 
@@ -373,6 +445,12 @@ episodes of the parameters seeds added, live or fossilized, as % of the bare
 host's. Seed counts are means per episode.
 
 {render_table(entries)}
+
+Paired differences: each policy minus the reference on the same evaluation seeds,
+mean ± half-width of the 95% t interval of the per-seed differences (the honest
+comparison, since every policy sees the same seeds):
+
+{render_paired(entries)}
 
 Validation accuracy per epoch (thin: episodes; thick: their mean), with the
 policy's lifecycle operations marked:
@@ -573,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--first-seed", type=int, default=EVAL_SEED_START)
     run.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
     run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
+    run.add_argument("--threads", type=int, default=2, help="torch CPU threads (recorded)")
     run.add_argument(
         "--render", action=argparse.BooleanOptionalAction, default=True, help="render afterwards"
     )
@@ -588,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "run":
+        fix_threads(args.threads)
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
         run_board(
             args.env,

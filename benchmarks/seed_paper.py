@@ -1,6 +1,7 @@
 """The seed-paper comparison: the four rows of the original Esper proof of concept.
 
-Rows, all on one `Esper-CIFAR-v0` configuration and one evaluation seed:
+Rows, all on one `Esper-CIFAR-v0` configuration, each run on the same evaluation
+seeds (`--seeds`, default 3) so that every row is compared with the baseline pairwise:
 
 1. baseline: the host alone (`noop`);
 2. fixed schedule (`fixed`);
@@ -8,11 +9,12 @@ Rows, all on one `Esper-CIFAR-v0` configuration and one evaluation seed:
 4. from scratch: the final architecture grown in row 3, exported as a static
    `nn.Module` (`export_static`: seeds baked in, no slots), every parameter
    re-initialised, and retrained for the same number of epochs with the same
-   Tolaria settings (optimiser, cosine schedule, batches, augmentation, governor).
+   Tolaria settings (optimiser, cosine schedule, batches, augmentation, governor):
+   the static-final row, the grown architecture trained from epoch 0.
 
 Each row is appended to `<out-dir>/seed_paper.jsonl` as soon as it finishes and
 the Markdown table `<out-dir>/seed_paper.md` is rewritten, so an interrupted run
-keeps the finished rows; a rerun skips rows already in the JSONL.
+keeps the finished rows; a rerun skips (row, seed) pairs already in the JSONL.
 
 Usage:
     ESPER_DATA_DIR=../shared/datasets python -m benchmarks.seed_paper \
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +40,8 @@ from pydantic import Field
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.rollout import load_policy, run_episode
+from benchmarks.leaderboard import mean_ci
+from benchmarks.machine import fix_threads
 from blueprints.compiler import BlueprintModule
 from esper_env.contracts import StrictModel
 from esper_env.envs.world import World
@@ -66,6 +72,7 @@ class SeedPaperRow(StrictModel):
 
     Attributes:
         row: Row name (a key of `ORIGINAL`).
+        seed: Evaluation seed of the episode.
         test_accuracy: Final test accuracy (0..1), full test split.
         val_accuracy: Final validation accuracy (0..1).
         params: Parameters of the final network.
@@ -77,6 +84,7 @@ class SeedPaperRow(StrictModel):
     """
 
     row: str
+    seed: int
     test_accuracy: float
     val_accuracy: float
     params: int
@@ -146,6 +154,7 @@ def from_scratch(world: World, seed: int, epochs: int) -> SeedPaperRow:
     params = sum(p.numel() for p in static.parameters())
     return SeedPaperRow(
         row=SCRATCH_ROW,
+        seed=seed,
         test_accuracy=test_accuracy,
         val_accuracy=curve[-1],
         params=params,
@@ -181,8 +190,8 @@ def differences(world: World) -> str:
   {full_train:,} training images left after the validation split
   ({world.splits.val.num_samples:,} images carved from the training set); the full
   {world.splits.test.num_samples:,}-image test set.
-- **Repetitions**: one evaluation seed per row, so no confidence intervals (on the
-  Mini leaderboard, one seed's test accuracy varies by about a point).
+- **Repetitions**: a few evaluation seeds per row (the same for every row), so
+  intervals are wide; the paired difference from the baseline is the figure to read.
 - **From scratch**: the Tamiyo-driven row's final network exported with
   `export_static` (acting seeds baked in at their alpha), every parameter re-drawn
   (torch initialisers; blueprint initialisers for seeds) and trained for the same
@@ -190,33 +199,48 @@ def differences(world: World) -> str:
 
 
 def render(rows: list[SeedPaperRow], header: str) -> str:
-    """The Markdown report: ours beside the original figures."""
+    """The Markdown report: ours beside the original figures, with paired differences."""
     lines = [
         header,
         "",
-        "| row | original test acc (%) | ours test acc (%) | ours val acc (%) | params "
-        "| added | epochs | wall (s) | architecture |",
+        "Ours: mean over the seeds ± half-width of the 95% t interval; row - baseline:",
+        "the same over the per-seed differences (paired).",
+        "",
+        "| row | original test acc (%) | ours test acc (%) | row - baseline (points) | seeds "
+        "| params added | epochs | wall (s) | architecture (first seed) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    by_name = {r.row: r for r in rows}
+    by_row: dict[str, dict[int, SeedPaperRow]] = {}
+    for r in rows:
+        by_row.setdefault(r.row, {})[r.seed] = r
+    baseline = by_row.get("baseline (noop)", {})
     for name, original in ORIGINAL.items():
-        r = by_name.get(name)
-        if r is None:
+        runs = by_row.get(name)
+        if not runs:
             lines.append(f"| {name} | {original:.2f} | (not run) | | | | | | |")
             continue
+        seeds = sorted(runs)
+        mean, half = mean_ci([runs[s].test_accuracy for s in seeds])
+        paired = [s for s in seeds if s in baseline]
+        diff_text = ""
+        if name != "baseline (noop)" and len(paired) >= 2:
+            diff, dhalf = mean_ci(
+                [runs[s].test_accuracy - baseline[s].test_accuracy for s in paired]
+            )
+            diff_text = f"{100 * diff:+.2f} ± {100 * dhalf:.2f}"
+        added = statistics.fmean(runs[s].params_added for s in seeds)
+        wall = statistics.fmean(runs[s].wall_seconds for s in seeds)
+        first = runs[seeds[0]]
         lines.append(
-            f"| {name} | {original:.2f} | {100 * r.test_accuracy:.2f} | "
-            f"{100 * r.val_accuracy:.2f} | {r.params:,} | {r.params_added:,} | {r.epochs} | "
-            f"{r.wall_seconds:.0f} | {r.architecture} |"
+            f"| {name} | {original:.2f} | {_pm(mean, half)} | {diff_text} | {len(seeds)} "
+            f"| {added:,.0f} | {first.epochs} | {wall:.0f} | {first.architecture} |"
         )
-    baseline = by_name.get("baseline (noop)")
-    same = [
-        name
+    same = sorted(
+        f"{name} (seed {seed})"
         for name in list(POLICY_ROWS)[1:]
-        if baseline is not None
-        and name in by_name
-        and by_name[name].val_accuracy_curve == baseline.val_accuracy_curve
-    ]
+        for seed, run in by_row.get(name, {}).items()
+        if seed in baseline and run.val_accuracy_curve == baseline[seed].val_accuracy_curve
+    )
     if same:
         lines += [
             "",
@@ -228,10 +252,16 @@ def render(rows: list[SeedPaperRow], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pm(mean: float, half: float) -> str:
+    return f"{100 * mean:.2f}" if math.isnan(half) else f"{100 * mean:.2f} ± {100 * half:.2f}"
+
+
 def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=ENV_ID, help="registered env id")
-    parser.add_argument("--seed", type=int, default=1000, help="evaluation seed (>= 1000)")
+    parser.add_argument("--seed", type=int, default=1000, help="first evaluation seed (>= 1000)")
+    parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per row")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (recorded)")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
@@ -242,11 +272,13 @@ def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
         help="rows to run (scratch reruns the heuristic episode unless this run made it)",
     )
     args = parser.parse_args(argv)
+    fix_threads(args.threads)
     kwargs = parse_key_values(args.env_kwargs)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = args.out_dir / "seed_paper.jsonl"
-    finished = {r.row for r in read_rows(jsonl)}
+    finished = {(r.row, r.seed) for r in read_rows(jsonl)}
     wanted = {ROW_KEYS[key] for key in args.rows}
+    seeds = list(range(args.seed, args.seed + args.seeds))
     command = "python -m benchmarks.seed_paper " + shlex.join(argv if argv is not None else [])
     start = time.perf_counter()
 
@@ -259,7 +291,7 @@ def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
         f"{config.episode_epochs} epochs, {world.splits.train.num_samples:,} training images "
         f"({config.train_per_class or 'all'} per class), "
         f"{world.splits.val.num_samples:,} validation, {world.splits.test.num_samples:,} test; "
-        f"evaluation seed {args.seed}. Machine: {platform.machine()}, "
+        f"evaluation seeds {seeds[0]}-{seeds[-1]}. Machine: {platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"device {world.device}.\n\n{differences(world)}"
     )
@@ -269,32 +301,38 @@ def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
             handle.write(row.model_dump_json() + "\n")
         # Re-read: another run may have appended rows meanwhile.
         (args.out_dir / "seed_paper.md").write_text(render(read_rows(jsonl), header), "utf-8")
-        print(f"{row.row}: test {100 * row.test_accuracy:.2f}% ({row.wall_seconds:.0f}s)")
+        print(
+            f"{row.row} seed {row.seed}: test {100 * row.test_accuracy:.2f}% "
+            f"({row.wall_seconds:.0f}s)",
+            flush=True,
+        )
 
-    todo = wanted - finished
-    for name, spec in POLICY_ROWS.items():
-        needs_model = name == "Tamiyo-driven (heuristic)" and SCRATCH_ROW in todo
-        if name not in todo and not needs_model:
-            continue
-        policy = load_policy(spec, env, seed=args.seed)
-        result = run_episode(env, policy, seed=args.seed, policy_name=spec)
-        if name in todo:
-            save(
-                SeedPaperRow(
-                    row=name,
-                    test_accuracy=result.final_test_accuracy,
-                    val_accuracy=result.final_val_accuracy,
-                    params=world.base_params + result.params_added,
-                    params_added=result.params_added,
-                    epochs=result.steps,
-                    wall_seconds=result.wall_seconds,
-                    val_accuracy_curve=result.val_accuracy_curve,
-                    architecture=describe(world.model),
+    for seed in seeds:
+        todo = {name for name in wanted if (name, seed) not in finished}
+        for name, spec in POLICY_ROWS.items():
+            needs_model = name == "Tamiyo-driven (heuristic)" and SCRATCH_ROW in todo
+            if name not in todo and not needs_model:
+                continue
+            policy = load_policy(spec, env, seed=seed)
+            result = run_episode(env, policy, seed=seed, policy_name=spec)
+            if name in todo:
+                save(
+                    SeedPaperRow(
+                        row=name,
+                        seed=seed,
+                        test_accuracy=result.final_test_accuracy,
+                        val_accuracy=result.final_val_accuracy,
+                        params=world.base_params + result.params_added,
+                        params_added=result.params_added,
+                        epochs=result.steps,
+                        wall_seconds=result.wall_seconds,
+                        val_accuracy_curve=result.val_accuracy_curve,
+                        architecture=describe(world.model),
+                    )
                 )
-            )
-    if SCRATCH_ROW in todo:
-        # The world still holds the heuristic episode's final model.
-        save(from_scratch(world, args.seed, config.episode_epochs))
+        if SCRATCH_ROW in todo:
+            # The world still holds this seed's heuristic episode's final model.
+            save(from_scratch(world, seed, config.episode_epochs))
     env.close()
     rows = read_rows(jsonl)
     (args.out_dir / "seed_paper.md").write_text(render(rows, header), encoding="utf-8")
@@ -309,7 +347,7 @@ def read_rows(path: Path) -> list[SeedPaperRow]:
     lines = path.read_text(encoding="utf-8").splitlines()
     rows = [SeedPaperRow.model_validate_json(line) for line in lines if line]
     order = list(ORIGINAL)
-    return sorted(rows, key=lambda r: order.index(r.row))
+    return sorted(rows, key=lambda r: (order.index(r.row), r.seed))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,23 @@
 """The built-in blueprints: what a seed slot can grow before Karn designs anything.
 
 Every entry is a residual seed: it maps [C, H, W] to [C, H, W] and its last
-layer starts scaled down (`init_scale` or `weight_init` well below 1), so a new
-seed's output is small while every parameter still receives gradient.
+layer starts at zero (`init_scale=0` or `weight_init=0`), so a new seed outputs
+exactly zero and blending starts from the host's own function. The last layer's
+input is not zero, so that layer learns from the first step (and the rest of the
+seed from the second), as in zero-init residual branches (Goyal et al., 2017).
 """
 
 from __future__ import annotations
 
 from blueprints.ir import BlueprintIR, C, IRBuilder, Width
 
-#: Scale of a seed's last layer at init: output ~ a few percent of the input's size.
-_SMALL = 0.1
+#: Scale of a seed's last layer at init: zero, so the seed is function-preserving at birth.
+_ZERO = 0.0
 
 
 def _norm() -> BlueprintIR:
     b = IRBuilder("norm", tags=("norm",), description="Group norm of the features, scaled down.")
-    return b.build(b.add("group_norm", b.input, groups=8, weight_init=_SMALL / 2))
+    return b.build(b.add("group_norm", b.input, groups=8, weight_init=_ZERO))
 
 
 def _depthwise_separable() -> BlueprintIR:
@@ -24,7 +26,7 @@ def _depthwise_separable() -> BlueprintIR:
     )
     h = b.add("depthwise_conv", b.input, kernel_size=3)
     h = b.add("relu", b.add("group_norm", h, groups=8))
-    return b.build(b.add("pointwise_conv", h, out_channels=C, init_scale=_SMALL))
+    return b.build(b.add("pointwise_conv", h, out_channels=C, init_scale=_ZERO))
 
 
 def _residual_block() -> BlueprintIR:
@@ -33,7 +35,7 @@ def _residual_block() -> BlueprintIR:
     )
     h = b.add("relu", b.add("batch_norm", b.add("conv2d", b.input, out_channels=C)))
     h = b.add("conv2d", h, out_channels=C)
-    return b.build(b.add("batch_norm", h, weight_init=_SMALL))
+    return b.build(b.add("batch_norm", h, weight_init=_ZERO))
 
 
 def _bottleneck() -> BlueprintIR:
@@ -43,7 +45,7 @@ def _bottleneck() -> BlueprintIR:
     narrow = Width(den=4, minimum=4)
     h = b.add("relu", b.add("batch_norm", b.add("pointwise_conv", b.input, out_channels=narrow)))
     h = b.add("relu", b.add("batch_norm", b.add("conv2d", h, out_channels=narrow)))
-    return b.build(b.add("pointwise_conv", h, out_channels=C, init_scale=_SMALL))
+    return b.build(b.add("pointwise_conv", h, out_channels=C, init_scale=_ZERO))
 
 
 def _squeeze_excitation() -> BlueprintIR:
@@ -56,7 +58,7 @@ def _squeeze_excitation() -> BlueprintIR:
     h = b.add("relu", b.add("linear", squeezed, out_features=Width(den=4, minimum=4)))
     gate = b.add("sigmoid", b.add("linear", h, out_features=C))
     gated = b.add("mul", b.input, gate)
-    return b.build(b.add("pointwise_conv", gated, out_channels=C, init_scale=_SMALL))
+    return b.build(b.add("pointwise_conv", gated, out_channels=C, init_scale=_ZERO))
 
 
 def _lowrank_adapter() -> BlueprintIR:
@@ -64,7 +66,7 @@ def _lowrank_adapter() -> BlueprintIR:
         "lowrank_adapter", tags=("adapter",), description="Rank-C/8 1x1 map (LoRA-style)."
     )
     down = b.add("pointwise_conv", b.input, out_channels=Width(den=8, minimum=4))
-    return b.build(b.add("pointwise_conv", down, out_channels=C, init_scale=_SMALL))
+    return b.build(b.add("pointwise_conv", down, out_channels=C, init_scale=_ZERO))
 
 
 #: Built-in blueprints by name, in the stable order the environments index them.

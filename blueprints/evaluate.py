@@ -129,8 +129,9 @@ def evaluate(
         batch: Batch size of the random inputs.
         height: Input height.
         width: Input width.
-        sgd_steps: SGD steps (regressing h + s onto a random target) before the
-            second finiteness check.
+        sgd_steps: SGD steps (regressing h + s onto a random target); every parameter
+            must receive a non-zero gradient in one of them, and the output must stay
+            finite after them.
         lr: Learning rate of those steps.
         max_init_ratio: Largest allowed RMS(seed output) / RMS(input) at init.
         latency_repeats: Timed forward+backward repeats (after one warm-up).
@@ -144,23 +145,28 @@ def evaluate(
 
     out = module(x)
     init_ratio = _rms(out) / _rms(x)
-    out.float().square().mean().backward()
     if not torch.isfinite(out).all():
         reasons.append("non-finite output at init")
     if init_ratio > max_init_ratio:
         reasons.append(f"output scale at init {init_ratio:.3g} > {max_init_ratio}")
-    for name, p in module.named_parameters():
-        if p.grad is None or not torch.isfinite(p.grad).all():
-            reasons.append(f"no finite gradient for {name} at init")
-        elif p.grad.abs().sum().item() == 0.0:
-            reasons.append(f"zero gradient for {name} at init (no gradient flow)")
 
+    # A zero-initialised last layer (function-preserving seeds) leaves the layers below it
+    # without gradient until the first step: gradient flow is judged over all the steps.
     opt = torch.optim.SGD(module.parameters(), lr=lr)
-    for _ in range(sgd_steps):
+    flowed: set[str] = set()
+    for step in range(sgd_steps):
         opt.zero_grad()
         loss = (x + module(x) - target).float().square().mean()
         loss.backward()
+        for name, p in module.named_parameters():
+            if p.grad is None or not torch.isfinite(p.grad).all():
+                reasons.append(f"no finite gradient for {name} at SGD step {step + 1}")
+            elif p.grad.abs().sum().item() > 0.0:
+                flowed.add(name)
         opt.step()
+    for name, _ in module.named_parameters():
+        if name not in flowed:
+            reasons.append(f"zero gradient for {name} in {sgd_steps} SGD steps (no gradient flow)")
     out = module(x)
     out.float().square().mean().backward()
     if not torch.isfinite(out).all():

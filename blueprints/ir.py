@@ -140,8 +140,8 @@ class IRNodeType(StrEnum):
 
 
 _KernelSize = Annotated[int, Field(ge=1, le=7)]
-# init_scale multiplies PyTorch's default weight init: < 1 makes a seed start small.
-_InitScale = Annotated[float, Field(default=1.0, gt=0.0, le=4.0)]
+# init_scale multiplies PyTorch's default weight init: < 1 makes a seed start small, 0 at zero.
+_InitScale = Annotated[float, Field(default=1.0, ge=0.0, le=4.0)]
 _Eps = Annotated[float, Field(default=1e-5, gt=0.0, le=0.1)]
 _WeightInit = Annotated[float, Field(default=1.0, ge=0.0, le=4.0)]
 

@@ -83,7 +83,7 @@ class HostConfig(StrictModel):
 #: Named host presets; `Esper-CIFAR-Impaired-v0` and `-Deep-v0` use these.
 HOST_PRESETS: dict[str, HostConfig] = {
     "default": HostConfig(),
-    "mini": HostConfig(widths=(16, 32, 64)),
+    "mini": HostConfig(widths=(8, 16, 16)),
     "impaired": HostConfig(widths=(8, 16, 16)),
     "deep": HostConfig(widths=(32, 32, 64, 64, 128, 128)),
 }
@@ -94,16 +94,17 @@ class LifecycleConfig(StrictModel):
 
     Attributes:
         min_training_epochs: G2: epochs a seed must train before it may blend.
-        min_improvement: G2: the seed at alpha=1 must lower validation loss by at least this.
+        min_improvement: G2: the seed at alpha=1 must lower validation loss by more than this.
         holding_epochs: G4: epochs in HOLDING before fossilization is allowed.
         min_contribution: G4: contribution (accuracy points, 0..1) a holding seed must keep.
         embargo_epochs: Epochs a pruned slot stays EMBARGOED before it resets.
         blend_schedule: Shape of the alpha ramp.
         blend_epochs: Length of the ramp, in epochs, for each blend speed (action index).
-        training_damping: While a seed trains in isolation its loss is only the linearised
-            task loss at h, so its output grows without bound; a positive value adds
-            `training_damping / 2 * mean(s**2)` to what it minimises, which keeps it bounded
-            (a damped functional-gradient step). 0 (the v0 envs' semantics) turns it off.
+        significance: Standard errors (paired over validation samples) that widen each
+            measured effect into a confidence bound: G2 needs the val loss change at alpha 1
+            plus `significance` standard errors below `-min_improvement`, G4 the contribution
+            minus `significance` standard errors above `min_contribution`; G5 removes a
+            fossilized seed that no longer passes G4's test.
     """
 
     min_training_epochs: int = Field(default=1, ge=0)
@@ -113,7 +114,7 @@ class LifecycleConfig(StrictModel):
     embargo_epochs: int = Field(default=2, ge=0)
     blend_schedule: BlendSchedule = BlendSchedule.LINEAR
     blend_epochs: tuple[int, ...] = (1, 2, 4)
-    training_damping: float = Field(default=0.0, ge=0)
+    significance: float = Field(default=1.0, ge=0)
 
     @model_validator(mode="after")
     def _check_blend(self) -> LifecycleConfig:
@@ -160,7 +161,8 @@ class RewardConfig(StrictModel):
     Attributes:
         accuracy_delta: Weight on the change in validation accuracy (0..1 scale).
         contribution: Weight on the summed contribution of live seeds.
-        rent: Penalty per unit of added parameters, as a fraction of the host's.
+        rent: Penalty for holding added parameters (as a fraction of the host's) for a whole
+            episode; each step pays its `1 / episode_epochs` share.
         churn: Penalty per pruned seed.
         terminal_accuracy: Weight on final validation accuracy at episode end.
         terminal_size: Penalty on final added-parameter fraction at episode end.
@@ -168,10 +170,10 @@ class RewardConfig(StrictModel):
 
     accuracy_delta: float = 10.0
     contribution: float = 1.0
-    rent: float = 0.5
+    rent: float = 0.1
     churn: float = 0.2
     terminal_accuracy: float = 10.0
-    terminal_size: float = 1.0
+    terminal_size: float = 0.1
 
 
 class TransitionResult(StrictModel):
@@ -197,7 +199,11 @@ class TransitionResult(StrictModel):
 
 
 class SlotReport(StrictModel):
-    """Per-seed counters of one slot, as the observation and telemetry see them."""
+    """Per-seed counters and measurements of one slot, as the observation and telemetry see them.
+
+    `improvement` is 0 until the seed is first measured; `seed_loss_trend` is the change of
+    the validation loss at alpha 1 since the previous measurement.
+    """
 
     name: str
     stage: SeedStage
@@ -207,6 +213,9 @@ class SlotReport(StrictModel):
     epochs_in_stage: int
     params: int
     contribution: float
+    contribution_se: float
+    improvement: float
+    improvement_se: float
     seed_loss_trend: float
 
 
@@ -274,7 +283,7 @@ class EnvConfig(StrictModel):
     library_path: str | None = None
     telemetry_dir: str | None = None
     compile_seeds: bool = False
-    obs_version: int = 1
+    obs_version: int = 2
     train: TrainConfig = TrainConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     reward: RewardConfig = RewardConfig()

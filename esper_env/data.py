@@ -97,14 +97,34 @@ def stratified_subset(
             f"stratified_subset needs {offset + per_class} images per class "
             f"(offset {offset} + per_class {per_class}); these classes have fewer: {short}"
         )
-    # Rank of each sample within its class, in dataset order (stable sort keeps order).
+    rank = _class_ranks(labels)
+    keep = np.flatnonzero((rank >= offset) & (rank < offset + per_class))
+    return images[keep], labels[keep]
+
+
+def _class_ranks(labels: np.ndarray) -> np.ndarray:
+    """Rank of each sample within its class, in dataset order (stable sort keeps order)."""
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
     rank = np.empty_like(order)
     rank[order] = np.arange(labels.shape[0]) - starts
-    keep = np.flatnonzero((rank >= offset) & (rank < offset + per_class))
-    return images[keep], labels[keep]
+    return rank
+
+
+def class_interleaved(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorders a split so that consecutive samples cycle through the classes.
+
+    Every run of `n_classes` samples then holds one of each class (while the classes
+    last), so any batch of an evaluation pass is class-balanced: what measurements
+    with batch statistics need. Within a class, dataset order is kept.
+
+    Raises:
+        ValueError: on bad shapes.
+    """
+    _check_split(images, labels, "class_interleaved")
+    order = np.lexsort((labels, _class_ranks(labels)))
+    return images[order], labels[order]
 
 
 def stratified_split(

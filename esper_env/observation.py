@@ -9,13 +9,23 @@ Layout (version `OBS_VERSION`), in order:
   budget left (1 = all of it, 0 = none);
 * one block per slot, in slot order (`SLOT_FEATURES` then a blueprint one-hot):
   stage one-hot (one entry per `SeedStage`), alpha, age and epochs in stage (over
-  the episode length), the seed's parameters over the bare host's, its measured
-  contribution (accuracy points, 0..1), its loss trend (validation loss with the
-  seed at alpha=1 minus without it; negative helps), then a one-hot of the
-  blueprint it holds (all zeros when empty).
+  the episode length), the seed's parameters over the bare host's, then Tolaria's
+  latest counterfactual measurement of the seed (all with the BatchNorm statistics
+  of the alpha measured): its contribution (validation accuracy at its current
+  alpha minus at alpha 0, 0..1) and that figure's standard error, its improvement
+  (validation loss at alpha 1 minus at alpha 0; negative helps; 0 before the first
+  measurement) and its standard error (the gates G2 and G4 compare these), its
+  seed loss trend (the change of the validation loss at alpha 1 since the previous
+  measurement: negative while the seed is still getting better), then a one-hot of
+  the blueprint it holds (all zeros when empty).
 
 `ObservationLayout.names()` gives the name of every index. Any change to the
 meaning or order of an entry bumps `OBS_VERSION`.
+
+Version history:
+* 2: `contribution_se`, `improvement` and `improvement_se` join each slot block;
+  measurements use BatchNorm statistics consistent with the alpha measured.
+* 1: the first layout.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import numpy as np
 
 from esper_env.contracts import SeedStage, SlotReport
 
-OBS_VERSION = 1
+OBS_VERSION = 2
 
 GLOBAL_FEATURES = (
     "progress",
@@ -52,6 +62,9 @@ SLOT_FEATURES = (
     "epochs_in_stage",
     "param_fraction",
     "contribution",
+    "contribution_se",
+    "improvement",
+    "improvement_se",
     "seed_loss_trend",
 )
 
@@ -149,6 +162,9 @@ class ObservationLayout:
                 report.epochs_in_stage / horizon,
                 report.params / base_params,
                 report.contribution,
+                report.contribution_se,
+                report.improvement,
+                report.improvement_se,
                 report.seed_loss_trend,
             )
             if report.blueprint is not None:

@@ -2,8 +2,11 @@
 
 The reward is a sum of named terms, each reported in `info["reward_terms"]`, so a
 researcher can see what a policy is paid for: the change in validation accuracy,
-the measured contribution of live seeds, rent on added parameters, a churn cost
-for pruning, and at episode end a terminal term on final accuracy and size.
+the measured contribution of live seeds, rent on added parameters (per step, a
+`1 / episode_epochs` share of the coefficient, so that holding a fraction `f` of
+extra parameters for a whole episode costs `rent * f` whatever its length), a
+churn cost for pruning, and at episode end a terminal term on final accuracy and
+size.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def reward_terms(
     added_param_fraction: float,
     pruned: int,
     terminal: bool,
+    episode_epochs: int,
 ) -> dict[str, float]:
     """Computes every term of one step's reward; the reward is their sum.
 
@@ -42,6 +46,7 @@ def reward_terms(
         added_param_fraction: Parameters added by seeds (live and fossilized) over the bare host's.
         pruned: Seeds pruned during this step (by the agent or the governor).
         terminal: Whether this step ends the episode.
+        episode_epochs: Steps in an episode (the rent's time scale).
 
     Returns:
         The terms, keyed as in `REWARD_TERMS`, in that order.
@@ -49,7 +54,7 @@ def reward_terms(
     return {
         "accuracy_delta": config.accuracy_delta * (val_accuracy - prev_val_accuracy),
         "contribution": config.contribution * sum(contributions.values()),
-        "rent": -config.rent * added_param_fraction,
+        "rent": -config.rent * added_param_fraction / episode_epochs,
         "churn": -config.churn * pruned,
         "terminal_accuracy": config.terminal_accuracy * val_accuracy if terminal else 0.0,
         "terminal_size": -config.terminal_size * added_param_fraction if terminal else 0.0,

@@ -50,7 +50,7 @@ from agents.zoo.callbacks import (
 )
 from agents.zoo.envs import MONITOR_KEYS, make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
-from agents.zoo.policy import SB3Policy
+from agents.zoo.policy import SB3Policy, check_semantics, stamp_semantics
 from esper_env.envs.multi_agent import AGENTS
 from esper_env.envs.presets import preset_config
 
@@ -279,6 +279,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             verbose=args.verbose,
             **algo_kwargs,
         )
+        check_semantics(model, args.trained_agent)
     else:
         model = _new_model(cls, hyperparams, env, args, tensorboard_log)
     n_timesteps = _planned_timesteps(args, hyperparams, model, resume_in)
@@ -646,7 +647,7 @@ def _new_model(
     tensorboard_log: str | None,
 ) -> BaseAlgorithm:
     """A fresh SB3 model of `cls` with the run's hyperparameters, seed, device and logging."""
-    return cls(
+    model = cls(
         hyperparams.policy,
         env,
         seed=args.seed,
@@ -655,6 +656,8 @@ def _new_model(
         verbose=args.verbose,
         **hyperparams.algo_kwargs(),
     )
+    stamp_semantics(model)
+    return model
 
 
 def main(argv: list[str] | None = None) -> TrainResult | MultiAgentTrainResult:

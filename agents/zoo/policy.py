@@ -9,6 +9,27 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
+
+
+def stamp_semantics(model: BaseAlgorithm) -> None:
+    """Records the env semantics version on a model; SB3 saves it with the model's data."""
+    model.env_semantics_version = ENV_SEMANTICS_VERSION  # type: ignore[attr-defined]
+
+
+def check_semantics(model: BaseAlgorithm, path: str | Path) -> None:
+    """Refuses a saved agent trained on other env semantics than this Esper's.
+
+    Raises:
+        ValueError: The model records another version, or none (saved before versions).
+    """
+    version = getattr(model, "env_semantics_version", None)
+    if version != ENV_SEMANTICS_VERSION:
+        raise ValueError(
+            f"{path} was trained on Esper env semantics version {version or '1 (unrecorded)'}, "
+            f"this Esper runs version {ENV_SEMANTICS_VERSION}: what it learnt no longer "
+            "applies; retrain it with scripts/train_agent.py"
+        )
 
 
 class SB3Policy:
@@ -69,11 +90,13 @@ def load_sb3_policy(
         deterministic: Greedy actions instead of sampled ones.
 
     Raises:
-        ValueError: Unknown algo.
+        ValueError: Unknown algo, or an agent of other env semantics.
         FileNotFoundError: No file at `path`.
     """
     cls = algo_class(algo)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from train_agent.py)")
-    return SB3Policy(cls.load(path, device=device), algo, deterministic=deterministic)
+    model = cls.load(path, device=device)
+    check_semantics(model, path)
+    return SB3Policy(model, algo, deterministic=deterministic)

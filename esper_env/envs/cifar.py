@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from esper_env.contracts import EnvConfig, Op
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from esper_env.envs.world import World
 from esper_env.observation import OBS_VERSION, ObservationLayout
 
@@ -140,6 +141,7 @@ class EsperCifarEnv(gym.Env[np.ndarray, np.ndarray]):
     def _info(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {
             "obs_version": OBS_VERSION,
+            "env_semantics_version": ENV_SEMANTICS_VERSION,
             "epoch": self.world.epoch,
             "val_accuracy": self.world.metrics.val_accuracy,
             "action_mask": self.world.action_mask(),

@@ -101,6 +101,7 @@ from esper_env.contracts import (
     StrictModel,
     TransitionResult,
 )
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from esper_env.envs.world import World
 from esper_env.kasmina.host import IMAGE_SIZE
 from esper_env.observation import GLOBAL_FEATURES, OBS_VERSION, SLOT_FEATURES, ObservationLayout
@@ -838,6 +839,7 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
         pool += [None] * (self.capacity - len(pool))
         common = {
             "obs_version": OBS_VERSION,
+            "env_semantics_version": ENV_SEMANTICS_VERSION,
             "epoch": world.epoch,
             "val_accuracy": world.metrics.val_accuracy,
             "params_added": world.added_params(),

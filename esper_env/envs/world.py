@@ -26,7 +26,13 @@ from esper_env.contracts import (
     SeedStage,
     TransitionResult,
 )
-from esper_env.data import DeviceBatches, cached_cifar10, stratified_split, stratified_subset
+from esper_env.data import (
+    DeviceBatches,
+    cached_cifar10,
+    class_interleaved,
+    stratified_split,
+    stratified_subset,
+)
 from esper_env.envs.presets import preset_config
 from esper_env.kasmina import MorphogeneticModel, build_host
 from esper_env.observation import OBS_VERSION, GlobalSignals
@@ -93,6 +99,8 @@ def load_splits(
     )
     if train_per_class is not None:
         train_x, train_y = stratified_subset(train_x, train_y, per_class=train_per_class)
+    # Counterfactuals normalise with each validation batch's statistics: keep batches balanced.
+    val_x, val_y = class_interleaved(val_x, val_y)
     test_x, test_y = data.test_images, data.test_labels
     if test_per_class is not None:
         test_x, test_y = stratified_subset(test_x, test_y, per_class=test_per_class)
@@ -255,7 +263,8 @@ class World:
         """Worth of a slot's seed now: validation accuracy with it at alpha 1 minus at alpha 0.
 
         Unlike the contribution measured each epoch (at the current alpha), this is
-        the seed's worth even while it is sedated. Two evaluation passes.
+        the seed's worth even while it is sedated. Two evaluation passes, both with
+        BatchNorm batch statistics (as every counterfactual measurement).
 
         Raises:
             ValueError: The slot holds no seed.
@@ -267,7 +276,8 @@ class World:
         accuracy = {}
         for alpha in (0.0, 1.0):
             with self.model.force_alpha({slot: alpha}):
-                accuracy[alpha] = self.trainer.evaluate(self.splits.val)[1]
+                # Batch statistics: the running ones have seen only the current alpha.
+                accuracy[alpha] = self.trainer.evaluate(self.splits.val, batch_statistics=True)[1]
         return accuracy[1.0] - accuracy[0.0]
 
     def apply(
@@ -454,6 +464,7 @@ class World:
             added_param_fraction=self.added_params() / self.base_params,
             pruned=self._pruned_this_step,
             terminal=terminal,
+            episode_epochs=self.config.episode_epochs,
         )
 
     def test_accuracy(self) -> float:

@@ -173,6 +173,16 @@ class MorphogeneticModel(nn.Module):
                 slot.forced_alpha = None
 
     @contextmanager
+    def inject(self, name: str, y: torch.Tensor) -> Iterator[None]:
+        """Within the block, slot `name` outputs `y` whatever enters it (the rest runs as usual)."""
+        slot = self._slot(name)
+        try:
+            slot.injected = y
+            yield
+        finally:
+            slot.injected = None
+
+    @contextmanager
     def capture(self, names: list[str]) -> Iterator[dict[str, SeedSlot]]:
         """Within the block, the named slots keep `(h, s)` of each forward in `slot.captured`."""
         slots = {name: self._slot(name) for name in names}
@@ -184,6 +194,69 @@ class MorphogeneticModel(nn.Module):
             for slot in slots.values():
                 slot.capturing = False
                 slot.captured = None
+
+    @contextmanager
+    def batch_statistics(self) -> Iterator[None]:
+        """Within the block every BatchNorm normalises with its batch's own statistics.
+
+        Running statistics are neither used nor updated (buffers stay bit-identical),
+        so a measurement at any alpha is judged under statistics of that alpha, not
+        under running statistics accumulated at another one.
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.training, m.track_running_stats) for m in norms]
+        try:
+            for m in norms:
+                m.training, m.track_running_stats = True, False
+            yield
+        finally:
+            for m, (training, track) in zip(norms, saved, strict=True):
+                m.training, m.track_running_stats = training, track
+
+    def seed_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of the blended output for each seed that trained in isolation in the last forward.
+
+        Call right after a training forward of `x`. For each isolated seed, the host
+        after its slot runs again on `h.detach() + s` (a `ResumableHost` resumes after
+        the slot; another host reruns the part below the slot too, without building a
+        graph for it). Only that seed's parameters receive gradient from these logits:
+        every other parameter is frozen for the pass, other isolated seeds stay out of
+        it, and BatchNorm layers use the pass's batch statistics without touching
+        their buffers. So the seed learns what would help once it is blended in, and
+        the host stays bit-identical to a host without the seed.
+
+        Args:
+            x: The batch of the training forward just run.
+
+        Returns:
+            Logits per slot name, for the slots whose seed trained in isolation.
+        """
+        logits: dict[str, torch.Tensor] = {}
+        for name, slot in self.slots.items():
+            pair, slot.isolated_pair = slot.isolated_pair, None
+            if pair is None or slot.seed is None:
+                continue
+            h, s = pair
+            own = {id(p) for p in slot.seed.parameters()}
+            frozen = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+            others = [other for other in self.slots.values() if other is not slot]
+            try:
+                for p in frozen:
+                    p.requires_grad_(False)
+                for other in others:
+                    other.quiet = True
+                with self.batch_statistics():
+                    if self.resumable:
+                        logits[name] = self.forward_after(name, h + s)
+                    else:
+                        with self.inject(name, h + s):
+                            logits[name] = self(x)
+            finally:
+                for other in others:
+                    other.quiet = False
+                for p in frozen:
+                    p.requires_grad_(True)
+        return logits
 
     # --- counts ---------------------------------------------------------------------------
 
@@ -234,6 +307,20 @@ class MorphogeneticModel(nn.Module):
         target = self._slot(slot)
         device, dtype = self._device_dtype()
         result = target.germinate(seed, blueprint, blend_epochs, device, dtype)
+        if result.ok:
+            target.seed_uid = self._next_seed_uid
+            self._next_seed_uid += 1
+        return result
+
+    def graft(self, slot: str, seed: nn.Module, blueprint: str) -> TransitionResult:
+        """Installs a seed as part of the host at once (FOSSILIZED, alpha 1), through G0.
+
+        A static architecture for baselines (the host with seeds from epoch 0), not a
+        lifecycle operation.
+        """
+        target = self._slot(slot)
+        device, dtype = self._device_dtype()
+        result = target.graft(seed, blueprint, device, dtype)
         if result.ok:
             target.seed_uid = self._next_seed_uid
             self._next_seed_uid += 1

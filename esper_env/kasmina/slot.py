@@ -1,15 +1,17 @@
 """Kasmina's seed slot: one point of the host where a seed can grow, with its lifecycle.
 
-A slot's output is `h` (the host activation entering it) while empty, `h` with
-the seed's gradient attached while the seed trains in isolation (optionally damped:
-`LifecycleConfig.training_damping`), `h + alpha * s`
-while blending and holding, and `h + s` once fossilized.
+A slot's output is `h` (the host activation entering it) while empty and while
+the seed trains in isolation, `h + alpha * s` while blending and holding, and
+`h + s` once fossilized. An isolated seed still runs on `h.detach()` in every
+training forward; its pair `(h.detach(), s)` is kept for Tolaria's seed pass
+(`MorphogeneticModel.seed_logits`), in which the layers after the slot run again
+on `h.detach() + s` so that the seed learns from the task loss of the blended output
+while the host, its gradients and its buffers stay exactly those of a bare host.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TypedDict
 
 import torch
@@ -50,7 +52,9 @@ class SlotState(TypedDict):
     epochs_in_stage: int
     embargo_left: int
     contribution: float
+    contribution_se: float
     improvement: float | None
+    improvement_se: float
     seed_loss: float | None
     seed_loss_trend: float
     measured_stage: int | None
@@ -97,7 +101,9 @@ class SeedSlot(nn.Module):
         self.epochs_in_stage = 0
         self.embargo_left = 0
         self.contribution = 0.0
+        self.contribution_se = 0.0
         self.improvement: float | None = None
+        self.improvement_se = 0.0
         self.seed_loss: float | None = None
         self.seed_loss_trend = 0.0
         #: Stage in which the last measurement was taken (gates only trust fresh ones).
@@ -107,6 +113,12 @@ class SeedSlot(nn.Module):
         #: Set only inside `MorphogeneticModel.capture`: keep (h, s) of the last forward.
         self.capturing = False
         self.captured: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: `(h.detach(), s)` of the last training forward of an isolated seed (the seed pass).
+        self.isolated_pair: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: Set only inside another slot's seed pass: an isolated seed then stays out of it.
+        self.quiet = False
+        #: Set only inside this slot's seed pass on a host that cannot resume: the output.
+        self.injected: torch.Tensor | None = None
 
     # --- forward --------------------------------------------------------------------------
 
@@ -114,22 +126,24 @@ class SeedSlot(nn.Module):
         """Returns the slot's output for the host activation `h` (see the module docstring)."""
         if self.sample_shape is None:
             self.sample_shape = tuple(h.shape[1:])
+        if self.injected is not None:
+            return self.injected
         seed = self.seed
         if seed is None:
             return h
         if self.forced_alpha is not None:
             return h if self.forced_alpha == 0.0 else blend(h, seed(h), self.forced_alpha)
         if self.stage in ISOLATED_STAGES:
-            # Value exactly h; the seed gets the gradient of full blending; the host none of it.
-            s = seed(h.detach())
-            out = h + (s - s.detach())
-            damping = self.lifecycle.training_damping
-            if damping > 0 and s.requires_grad:
-                # The task loss is only ever evaluated at h, so its gradient alone would
-                # push s without bound along a linear objective. The damping term makes
-                # the seed regress onto a damped functional-gradient step, s -> -grad/damping.
-                s.register_hook(_damped(s.detach(), damping / s.numel()))
-        elif self.sedated:
+            # The host sees exactly h, so a seed that emits inf or NaN cannot reach it.
+            if self.quiet:
+                return h
+            if self.capturing:
+                self.captured = (h, seed(h))
+            elif self.training and torch.is_grad_enabled():
+                h_detached = h.detach()
+                self.isolated_pair = (h_detached, seed(h_detached))
+            return h
+        if self.sedated:
             if not self.capturing:
                 return h
             s = seed(h)
@@ -241,6 +255,28 @@ class SeedSlot(nn.Module):
             self._move(SeedStage.GERMINATED)
         return result
 
+    def graft(
+        self, seed: nn.Module, blueprint: str, device: torch.device, dtype: torch.dtype
+    ) -> TransitionResult:
+        """DORMANT -> FOSSILIZED at once through G0: a static architecture, no lifecycle.
+
+        For baselines that train the grown architecture from the start (headroom, the
+        seed paper's static-final row); Tamiyo's operations never graft.
+        """
+        if not isinstance(seed, nn.Module):
+            raise TypeError(f"seed must be an nn.Module, got {type(seed).__name__}")
+        if self.stage is not SeedStage.DORMANT:
+            return self._illegal("graft")
+        seed = seed.to(device=device, dtype=dtype)
+        ok, reason = self._g0(seed)
+        result = self._result("graft", ok, SeedStage.FOSSILIZED, "G0", reason)
+        if ok:
+            self.seed = seed.train(self.training)
+            self.blueprint = blueprint
+            self.alpha = 1.0
+            self._move(SeedStage.FOSSILIZED)
+        return result
+
     def _g0(self, seed: nn.Module) -> tuple[bool, str]:
         if self.sample_shape is None:
             return False, "slot shape unknown: run one forward pass through the model first"
@@ -311,6 +347,7 @@ class SeedSlot(nn.Module):
         self.alpha = 0.0
         self.sedated = False
         self.captured = None
+        self.isolated_pair = None
 
     def _gated(self, op: str, to_stage: SeedStage, gate: str) -> TransitionResult:
         ok, reason = self._check(gate)
@@ -339,10 +376,12 @@ class SeedSlot(nn.Module):
                 )
             if self.measured_stage is not SeedStage.TRAINING or self.improvement is None:
                 return False, "improvement not measured in TRAINING yet"
-            ok = self.improvement <= -cfg.min_improvement
-            cmp = "<=" if ok else ">"
+            # The upper confidence bound of the change must lie below -min_improvement.
+            bound = self.improvement + cfg.significance * self.improvement_se
+            ok = bound < -cfg.min_improvement
             return ok, (
-                f"val loss change at alpha=1 {self.improvement:+.4f} {cmp} "
+                f"val loss change at alpha=1 {self.improvement:+.4f} + {cfg.significance:g} x se "
+                f"{self.improvement_se:.4f} = {bound:+.4f} {'<' if ok else '>='} "
                 f"-min_improvement {-cfg.min_improvement:+.4f}"
             )
         if gate == "G3":
@@ -355,22 +394,26 @@ class SeedSlot(nn.Module):
                 )
             if self.measured_stage is not SeedStage.HOLDING:
                 return False, "contribution not measured in HOLDING yet"
-            ok = self.contribution > cfg.min_contribution
-            cmp = ">" if ok else "<="
-            return ok, (
-                f"contribution {self.contribution:+.4f} {cmp} min_contribution "
-                f"{cfg.min_contribution:+.4f}"
-            )
+            ok, text = self._contribution_test()
+            return ok, text
         if gate == "G5":
             if self.measured_stage is not SeedStage.FOSSILIZED:
                 return False, "contribution not measured since fossilization"
-            ok = self.contribution <= cfg.min_contribution
-            cmp = "<=" if ok else ">"
-            return ok, (
-                f"contribution {self.contribution:+.4f} {cmp} min_contribution "
-                f"{cfg.min_contribution:+.4f}"
-            )
+            earns, text = self._contribution_test()
+            return not earns, text
         raise AssertionError(f"no measured condition for gate {gate!r}")
+
+    def _contribution_test(self) -> tuple[bool, str]:
+        """Whether the contribution beats `min_contribution` and its noise (G4; G5 negates)."""
+        cfg = self.lifecycle
+        # The lower confidence bound of the contribution must lie above min_contribution.
+        bound = self.contribution - cfg.significance * self.contribution_se
+        ok = bound > cfg.min_contribution
+        return ok, (
+            f"contribution {self.contribution:+.4f} - {cfg.significance:g} x se "
+            f"{self.contribution_se:.4f} = {bound:+.4f} {'>' if ok else '<='} "
+            f"min_contribution {cfg.min_contribution:+.4f}"
+        )
 
     def sedate(self) -> TransitionResult:
         """Forces a fossilized seed's alpha to 0, reversibly (its stage stays FOSSILIZED)."""
@@ -436,23 +479,37 @@ class SeedSlot(nn.Module):
         self.age = 0
         self.embargo_left = 0
         self.contribution = 0.0
+        self.contribution_se = 0.0
         self.improvement = None
+        self.improvement_se = 0.0
         self.seed_loss = None
         self.seed_loss_trend = 0.0
         self.measured_stage = None
 
-    def record_measurement(self, contribution: float, improvement: float, seed_loss: float) -> None:
+    def record_measurement(
+        self,
+        contribution: float,
+        improvement: float,
+        seed_loss: float,
+        *,
+        contribution_se: float = 0.0,
+        improvement_se: float = 0.0,
+    ) -> None:
         """Stores Tolaria's counterfactual measurement of the current seed.
 
         Args:
             contribution: Val accuracy at the current alpha minus at alpha 0.
             improvement: Val loss at alpha 1 minus at alpha 0 (negative: the seed helps).
             seed_loss: Val loss at alpha 1; its change since the last measurement is the trend.
+            contribution_se: Standard error of `contribution` (paired over samples).
+            improvement_se: Standard error of `improvement` (paired over samples).
         """
         if self.seed_loss is not None and math.isfinite(self.seed_loss):
             self.seed_loss_trend = seed_loss - self.seed_loss
         self.contribution = contribution
+        self.contribution_se = contribution_se
         self.improvement = improvement
+        self.improvement_se = improvement_se
         self.seed_loss = seed_loss
         self.measured_stage = self.stage
 
@@ -477,6 +534,9 @@ class SeedSlot(nn.Module):
             epochs_in_stage=self.epochs_in_stage,
             params=self.seed_params(),
             contribution=self.contribution,
+            contribution_se=self.contribution_se,
+            improvement=0.0 if self.improvement is None else self.improvement,
+            improvement_se=self.improvement_se,
             seed_loss_trend=self.seed_loss_trend,
         )
 
@@ -496,7 +556,9 @@ class SeedSlot(nn.Module):
             epochs_in_stage=self.epochs_in_stage,
             embargo_left=self.embargo_left,
             contribution=self.contribution,
+            contribution_se=self.contribution_se,
             improvement=self.improvement,
+            improvement_se=self.improvement_se,
             seed_loss=self.seed_loss,
             seed_loss_trend=self.seed_loss_trend,
             measured_stage=None if self.measured_stage is None else int(self.measured_stage),
@@ -518,16 +580,9 @@ class SeedSlot(nn.Module):
         self.epochs_in_stage = state["epochs_in_stage"]
         self.embargo_left = state["embargo_left"]
         self.contribution = state["contribution"]
+        self.contribution_se = state["contribution_se"]
         self.improvement = state["improvement"]
+        self.improvement_se = state["improvement_se"]
         self.seed_loss = state["seed_loss"]
         self.seed_loss_trend = state["seed_loss_trend"]
         self.measured_stage = None if measured is None else SeedStage(measured)
-
-
-def _damped(s: torch.Tensor, coefficient: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A gradient hook adding `coefficient * s`: the gradient of `coefficient / 2 * |s|^2`."""
-
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        return grad + coefficient * s
-
-    return hook

@@ -12,11 +12,13 @@ from benchmarks import leaderboard
 from benchmarks.leaderboard import (
     BoardEntry,
     mean_ci,
+    paired_differences,
     pareto_front,
     read_board,
     render_table,
     validate_board,
 )
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 ENV = "Esper-CIFAR-Mini-v0"
 
@@ -150,7 +152,9 @@ def test_render_writes_the_board_and_its_plots(recorded_board: Path, tmp_path: P
     shutil.copy(recorded_board / f"{ENV}.jsonl", tmp_path)
     path = leaderboard.render_board(ENV, tmp_path)
     text = path.read_text()
-    assert "Env version **v0**, observation layout version **1**" in text
+    assert "Env version **v0**, observation layout version **2**" in text
+    assert f"env semantics version **{ENV_SEMANTICS_VERSION}**" in text
+    assert "| policy | minus | seeds | test acc (points, 95% CI) |" in text  # paired table
     assert "Evaluation seeds:\n1000–1000" in text
     assert text.count("| cpu |") == 2
     for plot in (f"{ENV}_curves.png", f"{ENV}_frontier.png"):
@@ -177,11 +181,50 @@ def test_validate_replays_episodes_and_detects_a_tampered_result(
     assert leaderboard.main(["validate", "--env", ENV, "--out-dir", str(tmp_path)]) == 1
 
 
+def _entry(**fields: Any) -> BoardEntry:
+    setting = {
+        "env_kwargs": {},
+        "obs_version": 2,
+        "env_semantics_version": ENV_SEMANTICS_VERSION,
+        "torch_threads": 2,
+        "cpu": "test cpu",
+    }
+    return BoardEntry(**result("noop", 1000).model_dump(), **{**setting, **fields})
+
+
 def test_a_board_line_is_an_episode_result_plus_its_setting(tmp_path: Path) -> None:
-    entry = BoardEntry(**result("noop", 1000).model_dump(), env_kwargs={}, obs_version=1)
+    entry = _entry()
     assert EpisodeResult.model_fields.keys() < BoardEntry.model_fields.keys()
     board = tmp_path / "board.jsonl"
     good = entry.model_dump_json()
-    board.write_text(good + "\n" + good.replace('"obs_version":1', '"obs_version":"x"') + "\n")
+    board.write_text(good + "\n" + good.replace('"obs_version":2', '"obs_version":"x"') + "\n")
     with pytest.raises(ValueError, match=r"board.jsonl:2 is not a leaderboard line"):
         read_board(board)
+
+
+def test_records_of_other_env_semantics_are_refused(tmp_path: Path) -> None:
+    board = tmp_path / "board.jsonl"
+    old = json.loads(_entry().model_dump_json())
+    del old["env_semantics_version"]
+    board.write_text(json.dumps(old) + "\n")
+    with pytest.raises(
+        ValueError, match=r"board.jsonl:1 was recorded under env semantics version 1"
+    ):
+        read_board(board)
+    board.write_text(_entry(env_semantics_version=ENV_SEMANTICS_VERSION + 1).model_dump_json())
+    with pytest.raises(ValueError, match="delete the board and run it again"):
+        read_board(board)
+
+
+def test_paired_differences_pair_by_seed() -> None:
+    entries = [
+        result("noop", 1000, final_test_accuracy=0.40),
+        result("noop", 1001, final_test_accuracy=0.50),
+        result("grow", 1000, final_test_accuracy=0.42),
+        result("grow", 1001, final_test_accuracy=0.53),
+        result("grow", 1002, final_test_accuracy=0.99),  # no noop partner: left out
+    ]
+    [(policy, n, mean, half)] = paired_differences(entries, "noop")
+    assert (policy, n) == ("grow", 2)
+    assert mean == pytest.approx(0.025)
+    assert half == pytest.approx(12.706 * 0.005)  # t(1) x sd 0.00707 / sqrt(2)

@@ -30,6 +30,7 @@ from esper_env.data import (
     DeviceBatches,
     cache_root,
     cached_cifar10,
+    class_interleaved,
     data_root,
     load_cifar10,
     stratified_split,
@@ -560,6 +561,29 @@ def test_stratified_subset_takes_first_per_class_after_offset() -> None:
     assert sub_labels.tolist() == labels[[2, 4, 5, 6, 7, 8]].tolist()
     with pytest.raises(ValueError, match=r"these classes have fewer: \{1: 3, 2: 3\}"):
         stratified_subset(images, labels, per_class=3, offset=1)
+
+
+def test_class_interleaved_cycles_through_the_classes_keeping_order_within_each() -> None:
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1, 0], dtype=np.int64)
+    images = np.zeros((10, 32, 32, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(10)
+    out_images, out_labels = class_interleaved(images, labels)
+    # Rank 0 of each class, then rank 1, ...; class 0 has a fourth sample left at the end.
+    assert out_labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert out_images[:, 0, 0, 0].tolist() == [0, 1, 3, 2, 4, 6, 5, 8, 7, 9]
+    assert out_labels.tolist() == labels[out_images[:, 0, 0, 0]].tolist()
+    with pytest.raises(ValueError, match="class_interleaved"):
+        class_interleaved(images, labels.astype(np.int32))
+
+
+def test_class_interleaved_batches_of_a_balanced_split_are_balanced() -> None:
+    gen = np.random.default_rng(0)
+    labels = gen.permutation(np.repeat(np.arange(10, dtype=np.int64), 7))
+    images = np.zeros((70, 32, 32, 3), np.uint8)
+    _, out = class_interleaved(images, labels)
+    assert sorted(out.tolist()) == sorted(labels.tolist())
+    for start in range(0, 70, 10):
+        assert sorted(out[start : start + 10].tolist()) == list(range(10))
 
 
 def test_stratified_split_is_seeded_stratified_and_disjoint() -> None:

@@ -4,6 +4,7 @@ import pytest
 from esper_env.contracts import SeedStage, SlotReport
 from esper_env.observation import (
     GLOBAL_FEATURES,
+    OBS_VERSION,
     SLOT_FEATURES,
     GlobalSignals,
     ObservationLayout,
@@ -13,9 +14,19 @@ LAYOUT = ObservationLayout(slots=("s0", "s1"), blueprints=("a", "b", "c"), episo
 
 
 def _report(name, stage, blueprint=None, **kw):
-    values = dict(alpha=0.0, age=0, epochs_in_stage=0, params=0, contribution=0.0)
+    values = dict(
+        alpha=0.0,
+        age=0,
+        epochs_in_stage=0,
+        params=0,
+        contribution=0.0,
+        contribution_se=0.0,
+        improvement=0.0,
+        improvement_se=0.0,
+        seed_loss_trend=0.0,
+    )
     values.update(kw)
-    return SlotReport(name=name, stage=stage, blueprint=blueprint, seed_loss_trend=0.0, **values)
+    return SlotReport(name=name, stage=stage, blueprint=blueprint, **values)
 
 
 SIGNALS = GlobalSignals(
@@ -42,7 +53,20 @@ def test_names_cover_every_index_and_are_unique():
 
 def test_encode_places_each_value_where_names_say():
     reports = [
-        _report("s0", SeedStage.BLENDING, "b", alpha=0.5, age=3, params=100, contribution=0.02),
+        _report(
+            "s0",
+            SeedStage.BLENDING,
+            "b",
+            alpha=0.5,
+            age=3,
+            epochs_in_stage=2,
+            params=100,
+            contribution=0.02,
+            contribution_se=0.005,
+            improvement=-0.25,
+            improvement_se=0.0625,
+            seed_loss_trend=-0.125,
+        ),
         _report("s1", SeedStage.DORMANT),
     ]
     obs = LAYOUT.encode(SIGNALS, reports, base_params=1000)
@@ -58,9 +82,57 @@ def test_encode_places_each_value_where_names_say():
     assert named["s1.stage_dormant"] == 1.0
     assert LAYOUT.slot_stages(obs) == [SeedStage.BLENDING, SeedStage.DORMANT]
     assert LAYOUT.slot_feature(obs, 0, "contribution") == pytest.approx(0.02)
+    assert named["s0.epochs_in_stage"] == pytest.approx(0.2)
+    assert named["s0.contribution_se"] == pytest.approx(0.005)
+    assert named["s0.improvement"] == -0.25
+    assert named["s0.improvement_se"] == 0.0625
+    assert named["s0.seed_loss_trend"] == -0.125
+    assert LAYOUT.slot_feature(obs, 0, "improvement") == -0.25
+    for feature in ("contribution", "contribution_se", "improvement", "improvement_se"):
+        assert named[f"s1.{feature}"] == 0.0
 
 
 def test_reports_in_the_wrong_order_are_rejected():
     reports = [_report("s1", SeedStage.DORMANT), _report("s0", SeedStage.DORMANT)]
     with pytest.raises(ValueError, match="expected"):
         LAYOUT.encode(SIGNALS, reports, base_params=1000)
+
+
+#: The layout of each observation version; a change of names or order must bump OBS_VERSION.
+EXPECTED_LAYOUT = {
+    2: (
+        "progress",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "delta_val_loss",
+        "delta_val_accuracy",
+        "plateau",
+        "best_val_accuracy",
+        "added_param_fraction",
+        "param_budget_left",
+        "stage_dormant",
+        "stage_germinated",
+        "stage_training",
+        "stage_blending",
+        "stage_holding",
+        "stage_fossilized",
+        "stage_pruned",
+        "stage_embargoed",
+        "stage_resetting",
+        "alpha",
+        "age",
+        "epochs_in_stage",
+        "param_fraction",
+        "contribution",
+        "contribution_se",
+        "improvement",
+        "improvement_se",
+        "seed_loss_trend",
+    ),
+}
+
+
+def test_layout_names_are_tied_to_obs_version():
+    assert EXPECTED_LAYOUT[OBS_VERSION] == GLOBAL_FEATURES + SLOT_FEATURES

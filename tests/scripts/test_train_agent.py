@@ -11,6 +11,7 @@ from agents.rollout import run_episode
 from agents.zoo.callbacks import EsperMetricsCallback
 from agents.zoo.envs import make_esper_env
 from agents.zoo.policy import load_sb3_policy
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from scripts.train_agent import main
 
 
@@ -62,6 +63,8 @@ def test_smoke_run_saves_reloads_and_evaluates(
 
     env = make_esper_env("Esper-CIFAR-Mini-v0", tiny_env_kwargs)
     policy = load_sb3_policy(algo, result.model_path)
+    # The saved agent records the env semantics it was trained on.
+    assert policy.model.env_semantics_version == ENV_SEMANTICS_VERSION
     episode = run_episode(env, policy, seed=7, policy_name=f"{algo}:{result.model_path}")
     again = run_episode(env, policy, seed=7, policy_name=f"{algo}:{result.model_path}")
     env.close()

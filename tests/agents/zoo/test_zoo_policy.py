@@ -7,8 +7,9 @@ from sb3_contrib import MaskablePPO, RecurrentPPO
 
 from agents.rollout import load_policy
 from agents.zoo.envs import make_esper_env
-from agents.zoo.policy import SB3Policy, load_sb3_policy
+from agents.zoo.policy import SB3Policy, load_sb3_policy, stamp_semantics
 from esper_env.contracts import Op
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def test_maskable_policy_never_takes_a_masked_action(env) -> None:
 
 def test_load_policy_parses_algo_and_path(env, tmp_path: Path) -> None:
     model = RecurrentPPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, device="cpu")
+    stamp_semantics(model)
     model.save(tmp_path / "agent.zip")
     policy = load_policy(f"recurrent_ppo:{tmp_path / 'agent.zip'}", env)
     assert isinstance(policy, SB3Policy) and policy.algo == "recurrent_ppo"
@@ -57,3 +59,18 @@ def test_load_policy_parses_algo_and_path(env, tmp_path: Path) -> None:
         load_policy(f"a2c:{tmp_path / 'agent.zip'}", env)
     with pytest.raises(FileNotFoundError, match=r"missing\.zip"):
         load_sb3_policy("ppo", tmp_path / "missing.zip")
+
+
+def test_an_agent_of_other_env_semantics_is_refused(env, tmp_path: Path) -> None:
+    model = MaskablePPO("MlpPolicy", env, n_steps=8, batch_size=8, seed=0, device="cpu")
+    model.save(tmp_path / "unstamped.zip")  # saved before semantics versions were recorded
+    with pytest.raises(ValueError, match=r"version 1 \(unrecorded\), this Esper runs version 2"):
+        load_sb3_policy("maskable_ppo", tmp_path / "unstamped.zip")
+    model.env_semantics_version = ENV_SEMANTICS_VERSION + 1
+    model.save(tmp_path / "future.zip")
+    with pytest.raises(ValueError, match=f"version {ENV_SEMANTICS_VERSION + 1}, this Esper"):
+        load_sb3_policy("maskable_ppo", tmp_path / "future.zip")
+    stamp_semantics(model)
+    model.save(tmp_path / "current.zip")
+    policy = load_sb3_policy("maskable_ppo", tmp_path / "current.zip")
+    assert policy.algo == "maskable_ppo"

@@ -8,8 +8,10 @@ from pydantic import ValidationError
 
 import esper_env  # noqa: F401
 from agents.policies import RandomMasked, make_policy
-from esper_env.contracts import Op, SeedStage
+from esper_env.contracts import HOST_PRESETS, Op, SeedStage
 from esper_env.envs import ENV_PRESETS
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION, preset_config
+from esper_env.observation import OBS_VERSION
 from esper_env.reward import REWARD_TERMS
 from esper_env.telemetry import parse_event_line
 
@@ -27,8 +29,17 @@ def test_check_env_passes_on_every_id(env_id, tiny_env_kwargs):
 
 def test_registered_ids_have_their_episode_length():
     assert gym.spec("Esper-CIFAR-v0").max_episode_steps == 25
-    assert gym.spec("Esper-CIFAR-Mini-v0").max_episode_steps == 12
+    assert gym.spec("Esper-CIFAR-Mini-v0").max_episode_steps == 15
     assert gym.spec("Esper-CIFAR-Deep-v0").kwargs == {"preset": "Esper-CIFAR-Deep-v0"}
+
+
+def test_mini_preset_is_a_capacity_starved_host_on_more_data():
+    config = preset_config("Esper-CIFAR-Mini-v0")
+    assert config.episode_epochs == 15
+    assert (config.train_per_class, config.val_per_class, config.test_per_class) == (400, 100, 300)
+    assert config.param_budget == 2.5
+    assert HOST_PRESETS["mini"].widths == (8, 16, 16)
+    assert config.obs_version == OBS_VERSION == 2
 
 
 def _rollout(env, seed, steps):
@@ -57,12 +68,21 @@ def test_reward_terms_sum_to_the_reward_and_test_accuracy_only_at_the_end(tiny_e
     env = make(**tiny_env_kwargs)
     obs, info = env.reset(seed=0)
     assert "final_test_accuracy" not in info
+    assert info["obs_version"] == OBS_VERSION
+    assert info["env_semantics_version"] == ENV_SEMANTICS_VERSION == 2
     policy = make_policy("fixed", env)
     done = False
     while not done:
         obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
         assert tuple(info["reward_terms"]) == REWARD_TERMS
         assert reward == pytest.approx(sum(info["reward_terms"].values()), abs=1e-12)
+        assert info["env_semantics_version"] == ENV_SEMANTICS_VERSION
+        world = env.unwrapped.world
+        fraction = world.added_params() / world.base_params
+        # Rent is spread over the episode: each step pays a 1 / episode_epochs share.
+        assert info["reward_terms"]["rent"] == pytest.approx(
+            -world.config.reward.rent * fraction / world.config.episode_epochs, abs=1e-12
+        )
         done = terminated or truncated
         assert ("final_test_accuracy" in info) == done
     assert truncated and not terminated
@@ -110,8 +130,10 @@ def test_out_of_space_action_and_unknown_key_fail_clearly(tiny_env_kwargs):
         make(**{**tiny_env_kwargs, "train": {"batchsize": 3}})
     with pytest.raises(ValidationError, match="unknown host preset"):
         make(**tiny_env_kwargs, host="huge")
-    with pytest.raises(ValueError, match="obs_version=2 requested"):
-        make(**tiny_env_kwargs, obs_version=2)
+    with pytest.raises(
+        ValueError, match="obs_version=1 requested, but this Esper provides version 2"
+    ):
+        make(**tiny_env_kwargs, obs_version=1)
 
 
 def test_a_fixed_schedule_grows_a_seed_and_the_observation_shows_it(tiny_env_kwargs):

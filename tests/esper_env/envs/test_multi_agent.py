@@ -17,6 +17,8 @@ from esper_env.envs.multi_agent import (
     DesignOp,
     MaintenanceOp,
 )
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
+from esper_env.observation import OBS_VERSION
 from esper_env.reward import REWARD_TERMS
 
 PRESET = "Esper-CIFAR-Mini-v0"
@@ -74,6 +76,8 @@ def test_spaces_masks_and_names_agree(kwargs):
         assert space["action_mask"].n == env.action_space(agent).nvec.sum()
         assert np.array_equal(obs[agent]["action_mask"], infos[agent]["action_mask"])
         assert obs[agent]["action_mask"].dtype == np.int8
+        assert infos[agent]["obs_version"] == OBS_VERSION
+        assert infos[agent]["env_semantics_version"] == ENV_SEMANTICS_VERSION
     # Tamiyo's blueprint one-hot covers the pool: built-ins, then Karn's places.
     assert env.layout.blueprints[-4:] == ("karn0", "karn1", "karn2", "karn3")
     assert "slot0.blueprint.karn3" in env.observation_names("tamiyo")

@@ -18,7 +18,14 @@ REACHABLE = [s for s in SeedStage if s is not SeedStage.RESETTING]
 
 def _model(**lifecycle: object) -> MorphogeneticModel:
     torch.manual_seed(0)
-    config = {"min_training_epochs": 0, "holding_epochs": 0, "embargo_epochs": 2, **lifecycle}
+    # significance is explicit: the reason strings below spell it out.
+    config = {
+        "min_training_epochs": 0,
+        "holding_epochs": 0,
+        "embargo_epochs": 2,
+        "significance": 2.0,
+        **lifecycle,
+    }
     return build_host(HostConfig(widths=(4, 8)), LifecycleConfig(**config))
 
 
@@ -169,8 +176,50 @@ def test_g2_needs_min_training_epochs_and_a_fresh_improvement(drive_to) -> None:
     assert not refused.ok and "not measured in TRAINING" in refused.reason
     slot.record_measurement(0.0, -0.01, 1.0)
     refused = model.advance("slot0")
-    assert not refused.ok and "-0.0100 > -min_improvement -0.0500" in refused.reason
+    assert not refused.ok and refused.reason == (
+        "val loss change at alpha=1 -0.0100 + 2 x se 0.0000 = -0.0100 >= -min_improvement -0.0500"
+    )
+    # The bound must lie strictly below -min_improvement: equality is refused.
     slot.record_measurement(0.0, -0.05, 1.0)
+    refused = model.advance("slot0")
+    assert not refused.ok and "= -0.0500 >= -min_improvement -0.0500" in refused.reason
+    slot.record_measurement(0.0, -0.06, 1.0)
+    result = model.advance("slot0")
+    assert result.ok and result.gate == "G2" and result.to_stage is SeedStage.BLENDING
+    assert "= -0.0600 < -min_improvement -0.0500" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("significance", "improvement_se", "ok", "words"),
+    [
+        (2.0, 0.04, True, "-0.1000 + 2 x se 0.0400 = -0.0200 < -min_improvement -0.0100"),
+        (2.0, 0.05, False, "-0.1000 + 2 x se 0.0500 = +0.0000 >= -min_improvement -0.0100"),
+        (0.0, 0.05, True, "-0.1000 + 0 x se 0.0500 = -0.1000 < -min_improvement -0.0100"),
+        (1.0, 0.05, True, "-0.1000 + 1 x se 0.0500 = -0.0500 < -min_improvement -0.0100"),
+    ],
+)
+def test_g2_widens_the_improvement_by_significance_standard_errors(
+    significance: float, improvement_se: float, ok: bool, words: str, drive_to
+) -> None:
+    model = _model(min_improvement=0.01, significance=significance)
+    slot = model.slots["slot0"]
+    drive_to(model, "slot0", SeedStage.TRAINING)
+    slot.record_measurement(0.0, -0.1, 1.0, improvement_se=improvement_se)
+    result = model.advance("slot0")
+    assert result.ok is ok and result.gate == "G2"
+    assert words in result.reason
+    assert slot.stage is (SeedStage.BLENDING if ok else SeedStage.TRAINING)
+
+
+def test_g2_accepts_a_negative_min_improvement(drive_to) -> None:
+    # A negative threshold lets a seed that (slightly) hurts at alpha 1 still blend.
+    model = _model(min_improvement=-0.5, significance=0.0)
+    slot = model.slots["slot0"]
+    drive_to(model, "slot0", SeedStage.TRAINING)
+    slot.record_measurement(0.0, 0.6, 1.0)
+    refused = model.advance("slot0")
+    assert not refused.ok and "= +0.6000 >= -min_improvement +0.5000" in refused.reason
+    slot.record_measurement(0.0, 0.2, 1.0)
     assert model.advance("slot0").ok
 
 
@@ -219,10 +268,49 @@ def test_g4_needs_holding_epochs_and_positive_contribution(op: str, drive_to) ->
     model.end_epoch()
     slot.record_measurement(0.01, -1.0, 1.0)
     refused = getattr(model, op)("slot0")
-    assert not refused.ok and "+0.0100 <= min_contribution +0.0100" in refused.reason
+    assert not refused.ok and refused.reason == (
+        "contribution +0.0100 - 2 x se 0.0000 = +0.0100 <= min_contribution +0.0100"
+    )
     slot.record_measurement(0.02, -1.0, 1.0)
     result = getattr(model, op)("slot0")
     assert result.ok and result.to_stage is SeedStage.FOSSILIZED
+    assert result.reason == (
+        "contribution +0.0200 - 2 x se 0.0000 = +0.0200 > min_contribution +0.0100"
+    )
+
+
+@pytest.mark.parametrize(
+    ("significance", "contribution_se", "ok", "words"),
+    [
+        (2.0, 0.04, True, "+0.1000 - 2 x se 0.0400 = +0.0200 > min_contribution +0.0000"),
+        (2.0, 0.05, False, "+0.1000 - 2 x se 0.0500 = +0.0000 <= min_contribution +0.0000"),
+        (0.0, 0.05, True, "+0.1000 - 0 x se 0.0500 = +0.1000 > min_contribution +0.0000"),
+    ],
+)
+def test_g4_narrows_the_contribution_by_significance_standard_errors(
+    significance: float, contribution_se: float, ok: bool, words: str, drive_to
+) -> None:
+    model = _model(min_contribution=0.0, significance=significance)
+    slot = model.slots["slot0"]
+    drive_to(model, "slot0", SeedStage.HOLDING)
+    slot.record_measurement(0.1, -1.0, 1.0, contribution_se=contribution_se)
+    result = model.fossilize("slot0")
+    assert result.ok is ok and result.gate == "G4"
+    assert words in result.reason
+    assert slot.stage is (SeedStage.FOSSILIZED if ok else SeedStage.HOLDING)
+
+
+def test_g4_accepts_a_negative_min_contribution(drive_to) -> None:
+    model = _model(min_contribution=-0.05, significance=0.0)
+    slot = model.slots["slot0"]
+    drive_to(model, "slot0", SeedStage.HOLDING)
+    slot.record_measurement(-0.06, -1.0, 1.0)
+    assert not model.fossilize("slot0").ok
+    slot.record_measurement(-0.01, -1.0, 1.0)
+    result = model.fossilize("slot0")
+    assert result.ok and "-0.0100 - 0 x se 0.0000 = -0.0100 > min_contribution -0.0500" in (
+        result.reason
+    )
 
 
 def test_g4_refuses_a_contribution_measured_before_holding(drive_to) -> None:
@@ -249,7 +337,9 @@ def test_g5_removes_only_a_seed_that_no_longer_contributes(drive_to) -> None:
     slot.record_measurement(0.03, -1.0, 1.0)
     refused = model.remove("slot1")
     assert not refused.ok and refused.gate == "G5"
-    assert "+0.0300 > min_contribution" in refused.reason
+    assert refused.reason == (
+        "contribution +0.0300 - 2 x se 0.0000 = +0.0300 > min_contribution +0.0000"
+    )
     slot.record_measurement(0.0, 0.0, 1.0)
     result = model.remove("slot1")
     assert result.ok and result.to_stage is SeedStage.PRUNED and result.gate == "G5"
@@ -374,3 +464,77 @@ def test_blend_speed_sets_the_number_of_steps_to_alpha_one(blend_epochs: int, ma
         model.step_blend()
         steps += 1
     assert steps == 3 * blend_epochs
+
+
+@pytest.mark.parametrize(("contribution_se", "removed"), [(0.01, False), (0.05, True)])
+def test_g5_removes_a_fossil_whose_contribution_is_within_its_noise(
+    contribution_se: float, removed: bool, drive_to
+) -> None:
+    # G5 passes exactly when G4's test fails: a contribution within 2 standard errors of
+    # min_contribution no longer earns its parameters.
+    model = _model(min_contribution=0.0)
+    slot = model.slots["slot1"]
+    drive_to(model, "slot1", SeedStage.FOSSILIZED)
+    slot.record_measurement(0.1, -1.0, 1.0, contribution_se=contribution_se)
+    result = model.remove("slot1")
+    assert result.ok is removed and result.gate == "G5"
+    assert slot.stage is (SeedStage.PRUNED if removed else SeedStage.FOSSILIZED)
+    assert ("<= min_contribution" if removed else "> min_contribution") in result.reason
+
+
+def test_record_measurement_stores_the_standard_errors(drive_to) -> None:
+    model = _model()
+    slot = model.slots["slot0"]
+    drive_to(model, "slot0", SeedStage.TRAINING)
+    unmeasured = slot.report()
+    assert (unmeasured.improvement, unmeasured.improvement_se) == (0.0, 0.0)
+    assert slot.improvement is None
+    slot.record_measurement(0.25, -0.5, 1.5, contribution_se=0.125, improvement_se=0.0625)
+    report = slot.report()
+    assert (report.contribution, report.contribution_se) == (0.25, 0.125)
+    assert (report.improvement, report.improvement_se) == (-0.5, 0.0625)
+    state = slot.lifecycle_state()
+    assert (state["contribution_se"], state["improvement_se"]) == (0.125, 0.0625)
+    other = _model().slots["slot0"]
+    other.load_lifecycle_state(state)
+    assert other.lifecycle_state() == state
+
+
+# --- graft (static baselines) -----------------------------------------------------------
+
+
+def test_graft_installs_a_seed_fossilized_at_alpha_one_through_g0(make_seed) -> None:
+    model = _model()
+    seed = make_seed(8)
+    result = model.graft("slot1", seed, "conv")
+    assert result.ok and result.gate == "G0" and result.op == "graft"
+    assert (result.from_stage, result.to_stage) == (SeedStage.DORMANT, SeedStage.FOSSILIZED)
+    slot = model.slots["slot1"]
+    assert slot.stage is SeedStage.FOSSILIZED and slot.alpha == 1.0 and slot.seed is seed
+    assert slot.blueprint == "conv" and slot.seed_uid == 1
+    assert model.host_param_count() == model.base_param_count() + slot.seed_params()
+    assert model.seed_param_count() == 0 and model.live_seed_parameters() == []
+    assert {id(p) for p in seed.parameters()} <= {id(p) for p in model.host_parameters()}
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        with model.force_alpha({"slot1": 0.0}):
+            bare = model(x)
+        grafted = model(x)
+        with model.force_alpha({"slot1": 1.0}):
+            assert torch.equal(model(x), grafted)
+    assert not torch.equal(grafted, bare)
+    assert model.allowed_ops("slot1") == frozenset({Op.WAIT})
+
+
+def test_graft_is_refused_outside_dormant_and_for_bad_seeds(drive_to, make_seed) -> None:
+    model = _model()
+    drive_to(model, "slot0", SeedStage.TRAINING)
+    refused = model.graft("slot0", make_seed(4), "conv")
+    assert not refused.ok and refused.gate == "lifecycle" and "graft is illegal" in refused.reason
+    assert model.slots["slot0"].stage is SeedStage.TRAINING
+    bad = model.graft("slot1", _Widen(), "wide")
+    assert not bad.ok and bad.gate == "G0" and "output shape" in bad.reason
+    assert model.slots["slot1"].stage is SeedStage.DORMANT and model.slots["slot1"].seed is None
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        model.graft("slot1", "conv", "conv")  # type: ignore[arg-type]

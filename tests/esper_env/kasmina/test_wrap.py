@@ -87,10 +87,16 @@ def test_seeds_in_a_wrapped_resnet_train_and_blend() -> None:
     x, y = torch.randn(16, 3, 32, 32, generator=gen), torch.randint(0, 10, (16,), generator=gen)
     for _ in range(3):
         optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        logits = model(x)
+        # Not resumable: each isolated seed's pass reruns the whole host on h.detach() + s.
+        seed_logits = model.seed_logits(x)
+        assert list(seed_logits) == ["layer1", "layer2"]
+        seed_loss = sum(F.cross_entropy(v, y) for v in seed_logits.values())
+        (F.cross_entropy(logits, y) + seed_loss).backward()
         optimizer.step()
     assert all(not torch.equal(a, p) for a, p in zip(before, seed_params, strict=True))
-    # The host trained exactly as it would have alone (gradient isolation).
+    # The host trained exactly as it would have alone (gradient isolation), and its
+    # BatchNorm buffers saw only the host's own forwards.
     ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
     for _ in range(3):
         ref_optimizer.zero_grad()
@@ -98,6 +104,10 @@ def test_seeds_in_a_wrapped_resnet_train_and_blend() -> None:
         ref_optimizer.step()
     for a, b in zip(model.host.parameters(), reference.host.parameters(), strict=True):
         assert torch.equal(a, b)
+    reference_state = reference.host.state_dict()
+    for name, value in model.host.state_dict().items():
+        assert torch.equal(value, reference_state[name]), name
+    assert all(slot.injected is None and not slot.quiet for slot in model.slots.values())
     model.end_epoch()
     model.slots["layer2"].record_measurement(0.0, -1.0, 1.0)
     assert model.advance("layer2").ok

@@ -1,0 +1,185 @@
+"""Headroom of a world: the bare host against the same host with seeds attached from epoch 0.
+
+A world can reward growth only if growth can pay in it: the host with the seeds
+grafted in from the start (a static architecture, trained jointly with the same
+Tolaria settings, data and epochs) must beat the bare host beyond the noise. Each
+arm runs on the same episode seeds, so the comparison is paired: the report gives
+every arm's mean test accuracy and its paired difference from the bare host with
+a 95% t interval.
+
+Rows are appended to `<out>.jsonl` as they finish (a rerun skips finished ones)
+and `<out>.md` is rewritten after each.
+
+Usage:
+    ESPER_DATA_DIR=../shared/datasets python -m benchmarks.headroom \
+        --env Esper-CIFAR-Mini-v0 --seeds 1 2 3 4 5 \
+        --arm all3=residual_block@slot0,slot1,slot2 --arm s2=residual_block@slot2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from agents.cli import parse_key_values
+from benchmarks.leaderboard import mean_ci
+from benchmarks.machine import fix_threads, machine_record
+from esper_env.contracts import StrictModel
+from esper_env.envs.world import World
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+class Arm(StrictModel):
+    """One architecture: seeds of one blueprint grafted into some slots (none: the bare host)."""
+
+    name: str
+    blueprint: str | None = None
+    slots: tuple[str, ...] = ()
+
+
+class HeadroomRow(StrictModel):
+    """One arm trained for one episode seed."""
+
+    env_id: str
+    env_kwargs: dict[str, object]
+    arm: str
+    seed: int
+    final_val_accuracy: float
+    final_test_accuracy: float
+    added_params: int
+    wall_seconds: float
+    machine: dict[str, object]
+
+
+def parse_arm(text: str) -> Arm:
+    """Parses `NAME=BLUEPRINT@SLOT[,SLOT...]` (or `bare`).
+
+    Raises:
+        ValueError: on any other shape.
+    """
+    if text == "bare":
+        return Arm(name="bare")
+    name, sep, rest = text.partition("=")
+    blueprint, at, slots = rest.partition("@")
+    if not (sep and at and name and blueprint and slots):
+        raise ValueError(f"expected bare or NAME=BLUEPRINT@SLOT[,SLOT...], got {text!r}")
+    return Arm(name=name, blueprint=blueprint, slots=tuple(slots.split(",")))
+
+
+def run_arm(world: World, arm: Arm, seed: int) -> tuple[float, float, int]:
+    """Trains the arm's architecture for one episode; returns (val acc, test acc, added params)."""
+    world.start_episode(seed)
+    if arm.blueprint is not None:
+        irs = {ir.metadata.name: ir for ir in world.blueprint_irs}
+        if arm.blueprint not in irs:
+            raise ValueError(f"blueprint {arm.blueprint!r} not offered; offered: {list(irs)}")
+        for index, slot in enumerate(arm.slots):
+            seed_module = world.compiler.build(
+                irs[arm.blueprint],
+                world.model.slots[slot].channels,
+                seed=seed * 7919 + index,
+                device=world.device,
+            )
+            result = world.model.graft(slot, seed_module, arm.blueprint)
+            if not result.ok:
+                raise ValueError(f"graft into {slot} refused: {result.reason}")
+    for _ in range(world.config.episode_epochs):
+        world.train_epoch()
+    return world.metrics.val_accuracy, world.test_accuracy(), world.added_params()
+
+
+def render(rows: list[HeadroomRow], command: str) -> str:
+    """The Markdown report: per arm mean test accuracy and paired difference from bare."""
+    by_arm: dict[str, dict[int, HeadroomRow]] = {}
+    for row in rows:
+        by_arm.setdefault(row.arm, {})[row.seed] = row
+    bare = by_arm.get("bare", {})
+    first = rows[0]
+    lines = [
+        f"# Headroom: {first.env_id}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"env kwargs: `{json.dumps(first.env_kwargs, sort_keys=True)}`; "
+        f"machine: {first.machine['cpu']}, torch threads {first.machine['torch_threads']}.",
+        "Test accuracy in %; difference = arm - bare on the same seeds, mean ± 95% t CI.",
+        "",
+        "| arm | seeds | test acc | arm - bare | CI excludes 0 | params added | s/episode |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm, by_seed in by_arm.items():
+        seeds = sorted(by_seed)
+        test_mean, test_ci = mean_ci([by_seed[s].final_test_accuracy for s in seeds])
+        paired = sorted(set(seeds) & set(bare))
+        diff_text, sig = "-", "-"
+        if arm != "bare" and len(paired) >= 2:
+            diff, half = mean_ci(
+                [by_seed[s].final_test_accuracy - bare[s].final_test_accuracy for s in paired]
+            )
+            diff_text = f"{100 * diff:+.2f} ± {100 * half:.2f}"
+            sig = "yes" if abs(diff) > half else "no"
+        wall = sum(by_seed[s].wall_seconds for s in seeds) / len(seeds)
+        lines.append(
+            f"| {arm} | {len(seeds)} | {100 * test_mean:.2f} ± {100 * test_ci:.2f} | {diff_text} "
+            f"| {sig} | {by_seed[seeds[0]].added_params} | {wall:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[HeadroomRow]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="Esper-CIFAR-Mini-v0")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME=BP@SLOTS")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (recorded)")
+    parser.add_argument("--out", type=Path, default=None, help="report stem (no suffix)")
+    args = parser.parse_args(argv)
+    fix_threads(args.threads)
+    arms = [Arm(name="bare"), *(parse_arm(a) for a in args.arm)]
+    kwargs = parse_key_values(args.env_kwargs)
+    stem = args.out or RESULTS_DIR / f"headroom_{args.env}"
+    jsonl, md = stem.with_suffix(".jsonl"), stem.with_suffix(".md")
+    rows = [HeadroomRow(**json.loads(line)) for line in jsonl.open()] if jsonl.exists() else []
+    done = {(r.arm, r.seed) for r in rows if r.env_kwargs == kwargs and r.env_id == args.env}
+    command = "python -m benchmarks.headroom " + shlex.join(argv or sys.argv[1:])
+    world = World.from_preset(args.env, **kwargs)
+    try:
+        for seed in args.seeds:
+            for arm in arms:
+                if (arm.name, seed) in done:
+                    continue
+                start = time.perf_counter()
+                val, test, added = run_arm(world, arm, seed)
+                row = HeadroomRow(
+                    env_id=args.env,
+                    env_kwargs=kwargs,
+                    arm=arm.name,
+                    seed=seed,
+                    final_val_accuracy=val,
+                    final_test_accuracy=test,
+                    added_params=added,
+                    wall_seconds=time.perf_counter() - start,
+                    machine=machine_record(world.device),
+                )
+                print(f"{arm.name} seed {seed}: test {test:.4f} ({row.wall_seconds:.1f}s)")
+                rows.append(row)
+                jsonl.parent.mkdir(parents=True, exist_ok=True)
+                with jsonl.open("a") as f:
+                    f.write(row.model_dump_json() + "\n")
+                md.write_text(render(rows, command))
+    finally:
+        world.close()
+    return rows
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
