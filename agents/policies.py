@@ -76,6 +76,15 @@ class RandomMasked:
         )
 
 
+def _note_budget_refusal(
+    layout: ObservationLayout, info: dict[str, Any], no_room: set[int]
+) -> None:
+    """Adds the slot of a germination the parameter budget just refused to `no_room`."""
+    transition = info.get("transition")
+    if transition and transition["op"] == "germinate" and transition["gate"] == "budget":
+        no_room.add(layout.slots.index(transition["slot"]))
+
+
 def _live_order(stages: list[SeedStage], turn: int) -> list[int]:
     """Slots holding a live seed, in slot order rotated to start at `turn`."""
     live = [i for i, stage in enumerate(stages) if stage in ACTIVE_STAGES]
@@ -86,8 +95,9 @@ def _live_order(stages: list[SeedStage], turn: int) -> list[int]:
 class FixedSchedule:
     """A scripted curriculum: germinate on a timetable, push every seed along, blindly.
 
-    Seeds go into the deepest dormant slot first; each step advances (or fossilizes)
-    the next live seed in turn, whatever its measurements say.
+    Seeds go into the deepest dormant slot first (skipping, for the episode, a slot
+    whose germination the parameter budget refused); each step advances (or
+    fossilizes) the next live seed in turn, whatever its measurements say.
 
     Attributes:
         layout: Observation layout of the env.
@@ -101,15 +111,22 @@ class FixedSchedule:
     blueprint: int = 0
     speed: int = 0
     _turn: int = 0
+    _no_room: set[int] = field(default_factory=set)
 
     def reset(self, seed: int | None = None) -> None:
         """Restarts the turn order."""
         self._turn = 0
+        self._no_room.clear()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Germinates on schedule, else advances (or fossilizes) the next live seed in turn."""
+        _note_budget_refusal(self.layout, info, self._no_room)
         stages = self.layout.slot_stages(obs)
-        dormant = [i for i, stage in enumerate(stages) if stage is SeedStage.DORMANT]
+        dormant = [
+            i
+            for i, stage in enumerate(stages)
+            if stage is SeedStage.DORMANT and i not in self._no_room
+        ]
         if info["epoch"] in self.germinate_epochs and dormant:
             return _action(Op.GERMINATE, dormant[-1], self.blueprint, self.speed)
         for index in _live_order(stages, self._turn):
@@ -122,6 +139,8 @@ class FixedSchedule:
 @dataclass
 class HeuristicTamiyo:
     """Grow early, deepest slot first; advance seeds that pass the gates; prune losers.
+
+    A slot whose germination the parameter budget refused is skipped for the episode.
 
     It reads the same signals the gates use (`improvement` and `contribution` with their
     standard errors, compared at the lifecycle's `significance`), so it asks for a
@@ -147,13 +166,16 @@ class HeuristicTamiyo:
     blueprint: int = 0
     speed: int = 0
     _strikes: dict[int, int] = field(default_factory=dict)
+    _no_room: set[int] = field(default_factory=set)
 
     def reset(self, seed: int | None = None) -> None:
-        """Forgets the strike counts."""
+        """Forgets the strike counts and the slots without room."""
         self._strikes.clear()
+        self._no_room.clear()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """One decision, in priority order: prune, fossilize/advance, germinate, wait."""
+        _note_budget_refusal(self.layout, info, self._no_room)
         legal = info["op_slot_mask"]
         stages = self.layout.slot_stages(obs)
         for index, stage in enumerate(stages):
@@ -169,8 +191,8 @@ class HeuristicTamiyo:
             elif self._ready_to_advance(obs, index, stage) and legal[Op.ADVANCE, index]:
                 return _action(Op.ADVANCE, index)
         germinating = SeedStage.GERMINATED in stages
-        dormant = np.flatnonzero(legal[Op.GERMINATE])
-        if info["epoch"] >= self.first_epoch and not germinating and dormant.size:
+        dormant = [i for i in np.flatnonzero(legal[Op.GERMINATE]) if i not in self._no_room]
+        if info["epoch"] >= self.first_epoch and not germinating and dormant:
             return _action(Op.GERMINATE, int(dormant[-1]), self.blueprint, self.speed)
         return _action(Op.WAIT)
 

@@ -22,6 +22,12 @@ from benchmarks.headroom import RESULTS_DIR, HeadroomRow
 from benchmarks.leaderboard import BOARD_DIR, board_path, mean_ci, paired_differences, read_board
 
 
+def _shown(path: Path) -> Path:
+    """`path` relative to the repository when it lies inside it."""
+    root = Path(__file__).resolve().parents[1]
+    return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+
+
 def headroom(rows: list[HeadroomRow], arm: str) -> tuple[float, float, int]:
     """Paired mean and 95% half-width of `arm` - bare test accuracy, and the seeds used."""
     bare = {r.seed: r.final_test_accuracy for r in rows if r.arm == "bare"}
@@ -41,8 +47,8 @@ def render(env_id: str, board: Path, headroom_file: Path, arm: str) -> str:
     lines = [
         f"# Does growth pay on {env_id}?",
         "",
-        f"Board: `{board}`; headroom: `{headroom_file}` (arm `{arm}`: the seeds grafted in",
-        "from epoch 0). Regenerate: `python -m benchmarks.growth_report "
+        f"Board: `{_shown(board)}`; headroom: `{_shown(headroom_file)}` (arm `{arm}`: the seeds",
+        "grafted in from epoch 0). Regenerate: `python -m benchmarks.growth_report "
         f"--env {env_id} --arm {arm}`.",
         "",
         f"Headroom (static {arm} - bare, paired over {room_n} seeds): "

@@ -18,10 +18,12 @@ takes the flat mask below):
   empty place is refused (a no-op, gate "pool").
 * `emrakul` (maintenance of committed structure): `[op, slot]`, ops
   `MaintenanceOp`: WAIT; PROBE a fossilized seed (its worth now: validation
-  accuracy with it at alpha 1 minus at alpha 0, two evaluation passes); SEDATE
+  accuracy with it at alpha 1 minus at alpha 0, two evaluation passes with
+  batch statistics); SEDATE
   it (alpha forced to 0, reversible; a sedated seed costs no compute in
   training); WAKE it; LYSE it (FOSSILIZED -> PRUNED through gate G5, which needs
-  its measured contribution <= `lifecycle.min_contribution`; the slot is then
+  its measured contribution, minus `lifecycle.significance` standard errors, to be
+  <= `lifecycle.min_contribution`; the slot is then
   embargoed and frees up like a pruned one). SEDATE and LYSE probe the seed's
   worth first: it is what Emrakul's accuracy term charges.
 * `karn` (architect): `[op, parent, mutation]`, ops `DesignOp`: WAIT, or

@@ -25,6 +25,12 @@ def wrap(
     their submodule paths (e.g. "layer1", "layer2.0"). Hooks are registered on
     `model` itself: use the returned model from then on.
 
+    A wrapped model cannot resume its forward pass after a slot, so the seed pass of
+    an isolated seed (`MorphogeneticModel.seed_logits`) and counterfactual variants run
+    the whole model with the slot's output injected: the part below the slot runs
+    again (without building a graph, its result discarded), which is correct and costs
+    one extra forward of that part.
+
     Args:
         model: Any network whose named submodules each return one tensor.
         slots: Dotted paths of the submodules to follow with a slot.

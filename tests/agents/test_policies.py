@@ -190,3 +190,18 @@ def test_make_policy_gives_the_heuristic_the_env_significance(tiny_env_kwargs) -
         assert isinstance(policy, HeuristicTamiyo) and policy.significance == 0.5
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("make", [FixedSchedule, HeuristicTamiyo])
+def test_a_slot_the_budget_refused_is_skipped_for_the_episode(make) -> None:
+    policy = make(LAYOUT)
+    policy.reset(0)
+    dormant = [SeedStage.DORMANT] * 3
+    obs, info = _step(dormant, epoch=0)
+    assert policy.act(obs, info).tolist()[:2] == [Op.GERMINATE, 2]
+    obs, info = _step(dormant, epoch=1)
+    info["transition"] = {"op": "germinate", "slot": "slot2", "gate": "budget", "ok": False}
+    assert policy.act(obs, info).tolist()[:2] == [Op.GERMINATE, 1]
+    policy.reset(1)  # a new episode forgets it
+    obs, info = _step(dormant, epoch=0)
+    assert policy.act(obs, info).tolist()[:2] == [Op.GERMINATE, 2]

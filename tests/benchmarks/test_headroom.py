@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.rollout import EpisodeResult
+from benchmarks import growth_report, headroom
+from benchmarks.headroom import Arm, HeadroomRow, parse_arm
+
+
+def result(policy: str, seed: int, **fields: Any) -> EpisodeResult:
+    counts = ("params_added", "steps", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
+    zeros = dict.fromkeys((*counts, "governor_rollbacks", "refused_actions"), 0)
+    return EpisodeResult(
+        env_id="Esper-CIFAR-Mini-v0",
+        policy=policy,
+        seed=seed,
+        final_val_accuracy=0.5,
+        added_param_fraction=0.0,
+        wall_seconds=1.0,
+        **{**zeros, **fields},
+    )
+
+
+def test_parse_arm_reads_bare_and_grafts_and_names_bad_input() -> None:
+    assert parse_arm("bare") == Arm(name="bare")
+    assert parse_arm("two=residual_block@slot1,slot2") == Arm(
+        name="two", blueprint="residual_block", slots=("slot1", "slot2")
+    )
+    with pytest.raises(ValueError, match="NAME=BLUEPRINT@SLOT"):
+        parse_arm("residual_block@slot1")
+
+
+def test_headroom_trains_each_arm_on_the_same_seeds_and_resumes(
+    tmp_path: Path, tiny_env_kwargs: dict[str, Any]
+) -> None:
+    argv = ["--seeds", "1", "2", "--threads", "1", "--out", str(tmp_path / "hr")]
+    argv += ["--arm", "grown=residual_block@slot1,slot2", "--env-kwargs"]
+    argv += [f"{key}:{json.dumps(value)}" for key, value in tiny_env_kwargs.items()]
+    rows = headroom.main(argv)
+    assert [(r.arm, r.seed) for r in rows] == [
+        ("bare", 1), ("grown", 1), ("bare", 2), ("grown", 2)
+    ]  # fmt: skip
+    bare, grown = rows[0], rows[1]
+    assert bare.added_params == 0 and grown.added_params > 0
+    assert grown.machine["torch_threads"] == 1
+    report = (tmp_path / "hr.md").read_text()
+    assert "| grown | 2 |" in report and "Command: `python -m benchmarks.headroom" in report
+    assert headroom.main(argv) == rows  # nothing rerun
+    assert len((tmp_path / "hr.jsonl").read_text().splitlines()) == 4
+
+
+def test_growth_report_pairs_the_board_with_the_headroom(
+    tmp_path: Path, tiny_env_kwargs: dict[str, Any]
+) -> None:
+    env = "Esper-CIFAR-Mini-v0"
+    setting = {"env_kwargs": {}, "obs_version": 2, "torch_threads": 2, "cpu": "cpu"}
+    setting["env_semantics_version"] = 2
+    episodes = [
+        result("noop", 1000, final_test_accuracy=0.40, episode_return=7.0),
+        result("noop", 1001, final_test_accuracy=0.50, episode_return=8.0),
+        result("grow", 1000, final_test_accuracy=0.43, episode_return=7.5),
+        result("grow", 1001, final_test_accuracy=0.52, episode_return=8.1),
+    ]
+    (tmp_path / f"{env}.jsonl").write_text(
+        "".join(json.dumps({**e.model_dump(mode="json"), **setting}) + "\n" for e in episodes)
+    )
+    machine: dict[str, object] = {"cpu": "cpu", "torch_threads": 2}
+    rows = [
+        HeadroomRow(
+            env_id=env,
+            env_kwargs={},
+            arm=arm,
+            seed=seed,
+            final_val_accuracy=acc,
+            final_test_accuracy=acc,
+            added_params=0,
+            wall_seconds=1.0,
+            machine=machine,
+        )
+        for arm, seed, acc in (
+            ("bare", 1, 0.4),
+            ("all3", 1, 0.45),
+            ("bare", 2, 0.5),
+            ("all3", 2, 0.55),
+        )
+    ]
+    (tmp_path / f"headroom_{env}.jsonl").write_text(
+        "".join(r.model_dump_json() + "\n" for r in rows)
+    )
+    out = growth_report.main(
+        ["--env", env, "--board-dir", str(tmp_path), "--results-dir", str(tmp_path)]
+    )
+    text = out.read_text()
+    assert "**+5.00 ± 0.00** test-accuracy points" in text
+    # grow - noop: +3 and +2 points, mean 2.5 of a 5-point headroom.
+    assert "| grow | 2 | +2.50 ±" in text and "| 50% |" in text
