@@ -219,7 +219,8 @@ def counterfactual_rounds(
     model.step_blend()
     stages = [model.slots[n].stage for n in (training, blending, holding)]
     assert stages == [SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING]
-    variants = sum(1 if model.slots[n].effective_alpha in (0.0, 1.0) else 2 for n in names)
+    # Each seed at alpha 0, its own alpha and 1 (batch statistics: the base pass cannot stand in).
+    variants = sum(len({0.0, model.slots[n].effective_alpha, 1.0}) for n in names)
     runners: dict[str, Callable[[], object]] = {
         "evaluate": lambda: trainer.evaluate(val),
         "counterfactual, prefix reused": lambda: trainer.counterfactual(val),
