@@ -422,6 +422,10 @@ def render_board(env_id: str, out_dir: Path = BOARD_DIR) -> Path:
     policies = ",".join(dict.fromkeys(e.policy for e in entries))
     n = max(r.episodes for r in aggregate(entries))
     threads_text = ", ".join(str(t) for t in sorted({e.torch_threads for e in entries}))
+    kwargs_flag = ""
+    if kwargs:
+        pairs = " ".join(f"{key}:{json.dumps(value)}" for key, value in kwargs.items())
+        kwargs_flag = f" \\\n    --env-kwargs {pairs}"
     cpu_text = "; ".join(sorted({e.cpu for e in entries}))
     text = f"""# Leaderboard: {env_id}
 
@@ -435,7 +439,7 @@ Reproduce, resume or extend (a run skips the episodes already recorded here):
 
 ```bash
 python -m benchmarks.leaderboard run --env {env_id} --policies {policies} \\
-    --seeds {n} --threads {threads_text}
+    --seeds {n} --threads {threads_text}{kwargs_flag}
 python -m benchmarks.leaderboard validate --env {env_id}
 ```
 

@@ -263,8 +263,9 @@ class World:
         """Worth of a slot's seed now: validation accuracy with it at alpha 1 minus at alpha 0.
 
         Unlike the contribution measured each epoch (at the current alpha), this is
-        the seed's worth even while it is sedated. Two evaluation passes, both with
-        BatchNorm batch statistics (as every counterfactual measurement).
+        the seed's worth even while it is sedated. Two full evaluation passes, both
+        with BatchNorm batch statistics, so that neither alpha is judged under running
+        statistics gathered at the other.
 
         Raises:
             ValueError: The slot holds no seed.

@@ -117,7 +117,7 @@ class SeedSlot(nn.Module):
         self.isolated_pair: tuple[torch.Tensor, torch.Tensor] | None = None
         #: Set only inside another slot's seed pass: an isolated seed then stays out of it.
         self.quiet = False
-        #: Set only inside this slot's seed pass on a host that cannot resume: the output.
+        #: Set only inside `MorphogeneticModel.inject`: the output, whatever enters the slot.
         self.injected: torch.Tensor | None = None
 
     # --- forward --------------------------------------------------------------------------
