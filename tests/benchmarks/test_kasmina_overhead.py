@@ -18,6 +18,6 @@ def test_benchmark_runs_and_reports_every_measure(tmp_path: Path) -> None:
         "| (a) Tolaria, all slots dormant |",
         "| (b) Tolaria, one TRAINING seed |",
         "| counterfactual, host prefix reused |",
-        "3 active slots (TRAINING, BLENDING at alpha 0.5, HOLDING: 4 alpha variants)",
+        "3 active slots (TRAINING, BLENDING at alpha 0.5, HOLDING: 7 alpha variants)",
     ):
         assert row in text
