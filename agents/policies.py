@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from esper_env.contracts import ACTIVE_STAGES, Op, SeedStage
-from esper_env.kasmina.lifecycle import DEFAULT_LIFECYCLE
+from esper_env.contracts import ACTIVE_STAGES, LifecycleConfig, Op, SeedStage
+from esper_env.kasmina.lifecycle import DEFAULT_LIFECYCLE, contributes, improves
 from esper_env.observation import ObservationLayout
 
 
@@ -142,15 +142,13 @@ class HeuristicTamiyo:
 
     A slot whose germination the parameter budget refused is skipped for the episode.
 
-    It reads the same signals the gates use (`improvement` and `contribution` with their
-    standard errors, compared at the lifecycle's `significance`), so it asks for a
+    It applies the gates' own rules (`improves`, `contributes`) to the signals they use
+    (`improvement` and `contribution` with their standard errors), so it asks for a
     transition only when the gate will grant it.
 
     Attributes:
         layout: Observation layout of the env.
-        significance: Standard errors a measured effect must exceed (the lifecycle's).
-        min_improvement: G2's threshold on the val loss change (the lifecycle's).
-        min_contribution: G4's threshold on the contribution (the lifecycle's).
+        lifecycle: The env's gate thresholds and `significance`.
         first_epoch: Earliest epoch at which to germinate.
         patience: Consecutive failing measurements before a seed is pruned.
         blueprint: Blueprint index to germinate.
@@ -158,9 +156,7 @@ class HeuristicTamiyo:
     """
 
     layout: ObservationLayout
-    significance: float = DEFAULT_LIFECYCLE.significance
-    min_improvement: float = DEFAULT_LIFECYCLE.min_improvement
-    min_contribution: float = DEFAULT_LIFECYCLE.min_contribution
+    lifecycle: LifecycleConfig = DEFAULT_LIFECYCLE
     first_epoch: int = 0
     patience: int = 3
     blueprint: int = 0
@@ -200,18 +196,14 @@ class HeuristicTamiyo:
         return self.layout.slot_feature(obs, index, name)
 
     def _helps(self, obs: np.ndarray, index: int) -> bool:
-        """G2's rule: the val loss at alpha 1 is lower than at 0 beyond the noise."""
-        bound = self._feature(obs, index, "improvement") + self.significance * self._feature(
-            obs, index, "improvement_se"
-        )
-        return bound < -self.min_improvement
+        """G2's rule on the observed improvement."""
+        se = self._feature(obs, index, "improvement_se")
+        return improves(self._feature(obs, index, "improvement"), se, self.lifecycle)[0]
 
     def _earns(self, obs: np.ndarray, index: int) -> bool:
-        """G4's rule: the contribution is positive beyond the noise."""
-        bound = self._feature(obs, index, "contribution") - self.significance * self._feature(
-            obs, index, "contribution_se"
-        )
-        return bound > self.min_contribution
+        """G4's rule on the observed contribution."""
+        se = self._feature(obs, index, "contribution_se")
+        return contributes(self._feature(obs, index, "contribution"), se, self.lifecycle)[0]
 
     def _ready_to_advance(self, obs: np.ndarray, index: int, stage: SeedStage) -> bool:
         if stage is SeedStage.GERMINATED:
@@ -228,7 +220,7 @@ class HeuristicTamiyo:
             return trained >= 1 and not self._helps(obs, index)
         if stage in (SeedStage.BLENDING, SeedStage.HOLDING):
             se = self._feature(obs, index, "contribution_se")
-            return self._feature(obs, index, "contribution") < -self.significance * se
+            return self._feature(obs, index, "contribution") < -self.lifecycle.significance * se
         return False
 
 
@@ -262,13 +254,7 @@ def make_policy(name: str, env: gym.Env, seed: int | None = None) -> Policy:
         return FixedSchedule(layout, blueprint=blueprint)
     if name == "heuristic":
         lifecycle = env.get_wrapper_attr("config").lifecycle
-        return HeuristicTamiyo(
-            layout,
-            significance=lifecycle.significance,
-            min_improvement=lifecycle.min_improvement,
-            min_contribution=lifecycle.min_contribution,
-            blueprint=blueprint,
-        )
+        return HeuristicTamiyo(layout, lifecycle=lifecycle, blueprint=blueprint)
     raise ValueError(
         f"unknown policy {name!r}; choose from {POLICY_NAMES} (or ppo:PATH in scripts)"
     )

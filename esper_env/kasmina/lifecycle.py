@@ -68,6 +68,33 @@ ISOLATED_STAGES = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING})
 #: Stages that hold a seed module (live or fossilized).
 SEEDED_STAGES = frozenset(_LIVE) | {SeedStage.FOSSILIZED}
 
+
+def improves(improvement: float, se: float, config: LifecycleConfig) -> tuple[bool, float]:
+    """G2's rule: the upper confidence bound of the val loss change must be below the bar.
+
+    The bound is the change at alpha 1 plus `significance` standard errors; the bar
+    is `-min_improvement`.
+
+    Returns:
+        Whether the rule holds, and the bound it compared.
+    """
+    bound = improvement + config.significance * se
+    return bound < -config.min_improvement, bound
+
+
+def contributes(contribution: float, se: float, config: LifecycleConfig) -> tuple[bool, float]:
+    """G4's rule (G5 negates it): the contribution's lower confidence bound must clear the bar.
+
+    The bound is the contribution minus `significance` standard errors; the bar is
+    `min_contribution`.
+
+    Returns:
+        Whether the rule holds, and the bound it compared.
+    """
+    bound = contribution - config.significance * se
+    return bound > config.min_contribution, bound
+
+
 # Steepness of the sigmoid ramp; rescaled below so the ramp is exactly 0 and 1 at its ends.
 _SIGMOID_STEEPNESS = 10.0
 

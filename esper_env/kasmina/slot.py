@@ -33,6 +33,8 @@ from esper_env.kasmina.lifecycle import (
     TRANSITIONS,
     UNGATED,
     blend_alpha,
+    contributes,
+    improves,
 )
 
 
@@ -376,9 +378,7 @@ class SeedSlot(nn.Module):
                 )
             if self.measured_stage is not SeedStage.TRAINING or self.improvement is None:
                 return False, "improvement not measured in TRAINING yet"
-            # The upper confidence bound of the change must lie below -min_improvement.
-            bound = self.improvement + cfg.significance * self.improvement_se
-            ok = bound < -cfg.min_improvement
+            ok, bound = improves(self.improvement, self.improvement_se, cfg)
             return ok, (
                 f"val loss change at alpha=1 {self.improvement:+.4f} + {cfg.significance:g} x se "
                 f"{self.improvement_se:.4f} = {bound:+.4f} {'<' if ok else '>='} "
@@ -406,9 +406,7 @@ class SeedSlot(nn.Module):
     def _contribution_test(self) -> tuple[bool, str]:
         """Whether the contribution beats `min_contribution` and its noise (G4; G5 negates)."""
         cfg = self.lifecycle
-        # The lower confidence bound of the contribution must lie above min_contribution.
-        bound = self.contribution - cfg.significance * self.contribution_se
-        ok = bound > cfg.min_contribution
+        ok, bound = contributes(self.contribution, self.contribution_se, cfg)
         return ok, (
             f"contribution {self.contribution:+.4f} - {cfg.significance:g} x se "
             f"{self.contribution_se:.4f} = {bound:+.4f} {'>' if ok else '<='} "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agents.policies import FixedSchedule, HeuristicTamiyo
-from esper_env.contracts import Op, SeedStage, SlotReport
+from esper_env.contracts import LifecycleConfig, Op, SeedStage, SlotReport
 from esper_env.kasmina.lifecycle import ALLOWED_OPS
 from esper_env.observation import GlobalSignals, ObservationLayout
 
@@ -102,7 +102,9 @@ def test_fixed_schedule_round_robins_over_live_seeds() -> None:
 
 
 def test_heuristic_germinates_deepest_first_and_only_without_a_germinated_seed() -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0, first_epoch=1, blueprint=1)
+    policy = HeuristicTamiyo(
+        LAYOUT, lifecycle=LifecycleConfig(significance=2.0), first_epoch=1, blueprint=1
+    )
     assert _op(policy.act(*_step([D, D, D], epoch=0))) == (Op.WAIT, 0)
     assert policy.act(*_step([D, D, D], epoch=1)).tolist()[:3] == [int(Op.GERMINATE), 2, 1]
     # A TRAINING seed that does not yet pass G2 does not block germination elsewhere ...
@@ -118,7 +120,7 @@ def test_heuristic_germinates_deepest_first_and_only_without_a_germinated_seed()
 def test_heuristic_advances_a_training_seed_when_g2_rule_holds(
     improvement: float, se: float, advances: bool
 ) -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0)
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0))
     features = {"slot2": {"improvement": improvement, "improvement_se": se}}
     action = _op(policy.act(*_step([F, F, T], **features)))
     assert action == ((Op.ADVANCE, 2) if advances else (Op.WAIT, 0))
@@ -126,7 +128,11 @@ def test_heuristic_advances_a_training_seed_when_g2_rule_holds(
 
 def test_heuristic_reads_significance() -> None:
     features = {"slot2": {"improvement": -0.1, "improvement_se": 0.05}}
-    assert _op(HeuristicTamiyo(LAYOUT, significance=1.0).act(*_step([F, F, T], **features))) == (
+    assert _op(
+        HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=1.0)).act(
+            *_step([F, F, T], **features)
+        )
+    ) == (
         Op.ADVANCE,
         2,
     )
@@ -139,14 +145,14 @@ def test_heuristic_reads_significance() -> None:
 def test_heuristic_fossilizes_a_holding_seed_when_g4_rule_holds(
     contribution: float, se: float, fossilizes: bool
 ) -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0)
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0))
     features = {"slot1": {"contribution": contribution, "contribution_se": se, "alpha": 1.0}}
     action = _op(policy.act(*_step([F, H, F], **features)))
     assert action == ((Op.FOSSILIZE, 1) if fossilizes else (Op.WAIT, 0))
 
 
 def test_heuristic_prunes_after_patience_failing_measurements() -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0, patience=3)
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0), patience=3)
     failing = {"slot0": {"epochs_in_stage": 2, "improvement": 0.2, "improvement_se": 0.01}}
     step = _step([T, F, F], **failing)
     assert [_op(policy.act(*step)) for _ in range(3)] == [
@@ -164,20 +170,20 @@ def test_heuristic_prunes_after_patience_failing_measurements() -> None:
 
 
 def test_heuristic_does_not_count_an_unmeasured_training_seed_as_failing() -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0, patience=1)
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0), patience=1)
     fresh = {"slot0": {"epochs_in_stage": 0, "improvement": 0.0}}
     assert _op(policy.act(*_step([T, F, F], **fresh))) == (Op.WAIT, 0)
 
 
 def test_heuristic_prunes_a_blending_seed_whose_contribution_is_significantly_negative() -> None:
-    policy = HeuristicTamiyo(LAYOUT, significance=2.0, patience=1)
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0), patience=1)
     noisy = {"slot1": {"contribution": -0.05, "contribution_se": 0.03, "alpha": 0.5}}
     assert _op(policy.act(*_step([F, B, F], **noisy))) == (Op.WAIT, 0)
     harmful = {"slot1": {"contribution": -0.05, "contribution_se": 0.02, "alpha": 0.5}}
     assert _op(policy.act(*_step([F, B, F], **harmful))) == (Op.PRUNE, 1)
 
 
-def test_make_policy_gives_the_heuristic_the_env_significance(tiny_env_kwargs) -> None:
+def test_make_policy_gives_the_heuristic_the_env_lifecycle(tiny_env_kwargs) -> None:
     import gymnasium as gym
 
     import esper_env  # noqa: F401  (registers the ids)
@@ -187,7 +193,9 @@ def test_make_policy_gives_the_heuristic_the_env_significance(tiny_env_kwargs) -
     env = gym.make("Esper-CIFAR-Mini-v0", **{**tiny_env_kwargs, "lifecycle": lifecycle})
     try:
         policy = make_policy("heuristic", env)
-        assert isinstance(policy, HeuristicTamiyo) and policy.significance == 0.5
+        assert isinstance(policy, HeuristicTamiyo)
+        assert policy.lifecycle == env.get_wrapper_attr("config").lifecycle
+        assert policy.lifecycle.significance == 0.5
     finally:
         env.close()
 
