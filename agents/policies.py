@@ -148,7 +148,7 @@ class HeuristicTamiyo:
 
     Attributes:
         layout: Observation layout of the env.
-        lifecycle: The env's gate thresholds and `significance`.
+        lifecycle: The env's gate thresholds and significances.
         first_epoch: Earliest epoch at which to germinate.
         patience: Consecutive failing measurements before a seed is pruned.
         blueprint: Blueprint index to germinate.

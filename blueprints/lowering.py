@@ -122,6 +122,24 @@ class Plan:
         return values
 
 
+def group_norm(
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """`F.group_norm` that is safe on channels-last inputs without a gradient.
+
+    torch 2.13's CPU channels-last GroupNorm backward segfaults when the input needs
+    no gradient, which is what a seed fed `h.detach()` is; a contiguous copy avoids
+    that kernel.
+    """
+    if not x.requires_grad:
+        x = x.contiguous()
+    return F.group_norm(x, groups, weight, bias, eps)
+
+
 def lower(ir: BlueprintIR, channels: int) -> Plan:
     """Lowers a seed blueprint for a concrete channel count.
 
@@ -259,7 +277,7 @@ def _emit(
         return g.call_method("permute", (normed, 0, 3, 1, 2))
     if isinstance(a, GroupNormAttrs):
         groups = math.gcd(a.groups, node.out_channels)
-        return g.call_function(F.group_norm, (x, groups, weight, bias, a.eps))
+        return g.call_function(group_norm, (x, groups, weight, bias, a.eps))
     if isinstance(a, PoolAttrs):
         pad = a.kernel_size // 2
         if node.op == IRNodeType.AVG_POOL:

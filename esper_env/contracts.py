@@ -100,10 +100,13 @@ class LifecycleConfig(StrictModel):
         embargo_epochs: Epochs a pruned slot stays EMBARGOED before it resets.
         blend_schedule: Shape of the alpha ramp.
         blend_epochs: Length of the ramp, in epochs, for each blend speed (action index).
-        significance: Standard errors (paired over validation samples) that widen each
-            measured effect into a confidence bound: G2 needs the val loss change at alpha 1
-            plus `significance` standard errors below `-min_improvement`, G4 the contribution
-            minus `significance` standard errors above `min_contribution`; G5 removes a
+        significance: Standard errors (paired over validation samples) that widen G2's
+            measured effect into a confidence bound: the val loss change at alpha 1 plus
+            `significance` standard errors must lie below `-min_improvement`.
+        fossilize_significance: The same for G4, which commits a seed for good, so its bar
+            is stricter: the contribution minus `fossilize_significance` standard errors
+            must lie above `min_contribution` (at 1, a seed on random labels fossilized
+            after three looks in `tests/esper_env/test_default_gates.py`). G5 may remove a
             fossilized seed that no longer passes G4's test.
     """
 
@@ -115,6 +118,7 @@ class LifecycleConfig(StrictModel):
     blend_schedule: BlendSchedule = BlendSchedule.LINEAR
     blend_epochs: tuple[int, ...] = (1, 2, 4)
     significance: float = Field(default=1.0, ge=0)
+    fossilize_significance: float = Field(default=2.0, ge=0)
 
     @model_validator(mode="after")
     def _check_blend(self) -> LifecycleConfig:

@@ -22,7 +22,7 @@ takes the flat mask below):
   batch statistics); SEDATE
   it (alpha forced to 0, reversible; a sedated seed costs no compute in
   training); WAKE it; LYSE it (FOSSILIZED -> PRUNED through gate G5, which needs
-  its measured contribution, minus `lifecycle.significance` standard errors, to be
+  its measured contribution, minus `lifecycle.fossilize_significance` standard errors, to be
   <= `lifecycle.min_contribution`; the slot is then
   embargoed and frees up like a pruned one). SEDATE and LYSE probe the seed's
   worth first: it is what Emrakul's accuracy term charges.

@@ -85,13 +85,13 @@ def improves(improvement: float, se: float, config: LifecycleConfig) -> tuple[bo
 def contributes(contribution: float, se: float, config: LifecycleConfig) -> tuple[bool, float]:
     """G4's rule (G5 negates it): the contribution's lower confidence bound must clear the bar.
 
-    The bound is the contribution minus `significance` standard errors; the bar is
-    `min_contribution`.
+    The bound is the contribution minus `fossilize_significance` standard errors; the
+    bar is `min_contribution`.
 
     Returns:
         Whether the rule holds, and the bound it compared.
     """
-    bound = contribution - config.significance * se
+    bound = contribution - config.fossilize_significance * se
     return bound > config.min_contribution, bound
 
 

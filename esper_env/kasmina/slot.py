@@ -408,7 +408,7 @@ class SeedSlot(nn.Module):
         cfg = self.lifecycle
         ok, bound = contributes(self.contribution, self.contribution_se, cfg)
         return ok, (
-            f"contribution {self.contribution:+.4f} - {cfg.significance:g} x se "
+            f"contribution {self.contribution:+.4f} - {cfg.fossilize_significance:g} x se "
             f"{self.contribution_se:.4f} = {bound:+.4f} {'>' if ok else '<='} "
             f"min_contribution {cfg.min_contribution:+.4f}"
         )

@@ -145,7 +145,7 @@ def test_heuristic_reads_significance() -> None:
 def test_heuristic_fossilizes_a_holding_seed_when_g4_rule_holds(
     contribution: float, se: float, fossilizes: bool
 ) -> None:
-    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(significance=2.0))
+    policy = HeuristicTamiyo(LAYOUT, lifecycle=LifecycleConfig(fossilize_significance=2.0))
     features = {"slot1": {"contribution": contribution, "contribution_se": se, "alpha": 1.0}}
     action = _op(policy.act(*_step([F, H, F], **features)))
     assert action == ((Op.FOSSILIZE, 1) if fossilizes else (Op.WAIT, 0))

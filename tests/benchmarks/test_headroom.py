@@ -9,6 +9,7 @@ import pytest
 from agents.rollout import EpisodeResult
 from benchmarks import growth_report, headroom
 from benchmarks.headroom import Arm, HeadroomRow, parse_arm
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 
 def result(policy: str, seed: int, **fields: Any) -> EpisodeResult:
@@ -58,7 +59,7 @@ def test_growth_report_pairs_the_board_with_the_headroom(
 ) -> None:
     env = "Esper-CIFAR-Mini-v0"
     setting = {"env_kwargs": {}, "obs_version": 2, "torch_threads": 2, "cpu": "cpu"}
-    setting["env_semantics_version"] = 2
+    setting["env_semantics_version"] = ENV_SEMANTICS_VERSION
     episodes = [
         result("noop", 1000, final_test_accuracy=0.40, episode_return=7.0),
         result("noop", 1001, final_test_accuracy=0.50, episode_return=8.0),

@@ -17,7 +17,12 @@ from esper_env.contracts import SeedStage
 from esper_env.kasmina import BakedSeed, export_static
 
 #: Gates loosened (and significance off) so that one scripted seed surely fossilizes.
-LOOSE = {"significance": 0.0, "min_improvement": -10.0, "min_contribution": -1.0}
+LOOSE = {
+    "significance": 0.0,
+    "fossilize_significance": 0.0,
+    "min_improvement": -10.0,
+    "min_contribution": -1.0,
+}
 
 
 def test_static_export_of_a_model_grown_through_the_env_computes_the_same(

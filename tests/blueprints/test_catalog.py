@@ -72,3 +72,16 @@ def test_blueprint_outputs_exact_zeros_at_germination_and_learns_from_the_first_
         after = module(x)
     assert torch.isfinite(after).all()
     assert after.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_blueprint_trains_on_a_detached_channels_last_input(name):
+    # What an isolated seed sees: h.detach() in the channels-last format of the batches.
+    # torch's CPU channels-last GroupNorm backward crashes the process on such an input.
+    module = build_module(CATALOG[name], 16, seed=0)
+    x = torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    reference = module(x.contiguous())
+    out = module(x)
+    torch.testing.assert_close(out, reference)
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in module.parameters())

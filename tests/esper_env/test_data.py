@@ -632,7 +632,8 @@ def test_plain_batches_are_normalised_in_order() -> None:
     out = list(batches.iterate())
     assert [x.shape[0] for x, _ in out] == [4, 4, 2]
     x, y = out[0]
-    assert x.dtype == torch.float32 and x.shape == (4, 3, 32, 32) and x.is_contiguous()
+    assert x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
+    assert x.is_contiguous(memory_format=torch.channels_last)
     assert y.dtype == torch.int64 and y.tolist() == [0, 1, 2, 3]
     mean = np.array(CIFAR10_MEAN, np.float32)
     std = np.array(CIFAR10_STD, np.float32)
@@ -668,9 +669,9 @@ def test_same_seed_same_batches_different_seed_different_batches() -> None:
 def test_augmentation_is_a_shifted_crop_with_optional_flip() -> None:
     images = random_images(48, seed=5)
     batches = DeviceBatches(images, np.zeros(48, np.int64), batch_size=16, augment=True)
-    out = np.concatenate(
-        [to_uint8(x) for x, _ in batches.iterate(torch.Generator().manual_seed(1))]
-    )
+    xs = [x for x, _ in batches.iterate(torch.Generator().manual_seed(1))]
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in xs)
+    out = np.concatenate([to_uint8(x) for x in xs])
     assert out.shape == images.shape
     assert (out != images).any()
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))

@@ -24,6 +24,7 @@ LIFECYCLE = LifecycleConfig(
     min_contribution=-1.0,
     embargo_epochs=0,
     significance=0.0,
+    fossilize_significance=0.0,
 )
 CONFIG = TrainConfig(
     batch_size=32, eval_batch_size=64, lr=0.05, seed_lr=0.05, epochs=6, device="cpu"
@@ -658,7 +659,11 @@ def test_cifar_subset_takes_a_seed_through_the_whole_lifecycle() -> None:
     train = DeviceBatches(train_x, train_y, batch_size=64, augment=True, shuffle=True)
     val = DeviceBatches(val_x, val_y, batch_size=250)
     lifecycle = LifecycleConfig(
-        min_training_epochs=1, min_improvement=-1.0, holding_epochs=1, significance=0.0
+        min_training_epochs=1,
+        min_improvement=-1.0,
+        holding_epochs=1,
+        significance=0.0,
+        fossilize_significance=0.0,
     )
     torch.manual_seed(0)
     model = build_host(HostConfig(widths=(16, 32, 32)), lifecycle)

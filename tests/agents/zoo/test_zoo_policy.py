@@ -64,7 +64,10 @@ def test_load_policy_parses_algo_and_path(env, tmp_path: Path) -> None:
 def test_an_agent_of_other_env_semantics_is_refused(env, tmp_path: Path) -> None:
     model = MaskablePPO("MlpPolicy", env, n_steps=8, batch_size=8, seed=0, device="cpu")
     model.save(tmp_path / "unstamped.zip")  # saved before semantics versions were recorded
-    with pytest.raises(ValueError, match=r"version 1 \(unrecorded\), this Esper runs version 2"):
+    with pytest.raises(
+        ValueError,
+        match=rf"version 1 \(unrecorded\), this Esper runs version {ENV_SEMANTICS_VERSION}",
+    ):
         load_sb3_policy("maskable_ppo", tmp_path / "unstamped.zip")
     model.env_semantics_version = ENV_SEMANTICS_VERSION + 1
     model.save(tmp_path / "future.zip")

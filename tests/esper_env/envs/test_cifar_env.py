@@ -36,7 +36,7 @@ def test_registered_ids_have_their_episode_length():
 def test_mini_preset_is_a_capacity_starved_host_on_more_data():
     config = preset_config("Esper-CIFAR-Mini-v0")
     assert config.episode_epochs == 15
-    assert (config.train_per_class, config.val_per_class, config.test_per_class) == (400, 100, 300)
+    assert (config.train_per_class, config.val_per_class, config.test_per_class) == (320, 100, 300)
     assert config.param_budget == 2.5
     assert HOST_PRESETS["mini"].widths == (8, 16, 16)
     assert config.obs_version == OBS_VERSION == 2
@@ -69,7 +69,7 @@ def test_reward_terms_sum_to_the_reward_and_test_accuracy_only_at_the_end(tiny_e
     obs, info = env.reset(seed=0)
     assert "final_test_accuracy" not in info
     assert info["obs_version"] == OBS_VERSION
-    assert info["env_semantics_version"] == ENV_SEMANTICS_VERSION == 2
+    assert info["env_semantics_version"] == ENV_SEMANTICS_VERSION == 3
     policy = make_policy("fixed", env)
     done = False
     while not done:

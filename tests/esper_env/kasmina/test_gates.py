@@ -24,6 +24,7 @@ def _model(**lifecycle: object) -> MorphogeneticModel:
         "holding_epochs": 0,
         "embargo_epochs": 2,
         "significance": 2.0,
+        "fossilize_significance": 2.0,
         **lifecycle,
     }
     return build_host(HostConfig(widths=(4, 8)), LifecycleConfig(**config))
@@ -290,7 +291,7 @@ def test_g4_needs_holding_epochs_and_positive_contribution(op: str, drive_to) ->
 def test_g4_narrows_the_contribution_by_significance_standard_errors(
     significance: float, contribution_se: float, ok: bool, words: str, drive_to
 ) -> None:
-    model = _model(min_contribution=0.0, significance=significance)
+    model = _model(min_contribution=0.0, fossilize_significance=significance)
     slot = model.slots["slot0"]
     drive_to(model, "slot0", SeedStage.HOLDING)
     slot.record_measurement(0.1, -1.0, 1.0, contribution_se=contribution_se)
@@ -301,7 +302,7 @@ def test_g4_narrows_the_contribution_by_significance_standard_errors(
 
 
 def test_g4_accepts_a_negative_min_contribution(drive_to) -> None:
-    model = _model(min_contribution=-0.05, significance=0.0)
+    model = _model(min_contribution=-0.05, fossilize_significance=0.0)
     slot = model.slots["slot0"]
     drive_to(model, "slot0", SeedStage.HOLDING)
     slot.record_measurement(-0.06, -1.0, 1.0)
