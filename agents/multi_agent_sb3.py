@@ -11,12 +11,15 @@ MaskablePPO uses the masks and every other SB3 algorithm simply ignores them.
 Separate policies for the three agents are trained one view at a time: train
 Tamiyo against heuristic (or waiting) partners, wrap the result in
 `SB3AgentPolicy`, and use it as a partner while Emrakul or Karn trains
-(iterated best response). A *shared* policy in the SuperSuit sense (one network,
-parameter sharing across agents) is not possible here: SuperSuit's parameter
-sharing needs identical observation and action spaces, and the three agents'
-spaces differ in size and meaning (`[op, slot, blueprint, speed]`, `[op,
-slot]`, `[op, parent, mutation]`); padding them into one space would mix
-unrelated features in the same inputs.
+(iterated best response). A partner saved to a file loads with `SB3AgentPolicy.load`
+(or `agents.zoo.policy.load_sb3_policy(algo, path, view)`), which treats the file as
+untrusted input and runs no code from it (see `agents.zoo.safe_load`).
+
+A *shared* policy in the SuperSuit sense (one network, parameter sharing across
+agents) is not possible here: SuperSuit's parameter sharing needs identical
+observation and action spaces, and the three agents' spaces differ in size and
+meaning (`[op, slot, blueprint, speed]`, `[op, slot]`, `[op, parent, mutation]`);
+padding them into one space would mix unrelated features in the same inputs.
 
 Example:
     >>> from sb3_contrib import MaskablePPO
@@ -27,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
@@ -36,6 +40,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.multi_agent_policies import WaitPolicy, heuristic_team
 from agents.policies import Policy
+from agents.zoo.policy import check_semantics
+from agents.zoo.safe_load import load_model
 from esper_env.envs.multi_agent import AGENTS, EsperMultiAgentEnv
 
 PARTNERS = ("wait", "heuristic")
@@ -123,6 +129,37 @@ class SB3AgentPolicy:
     def __init__(self, model: BaseAlgorithm, *, deterministic: bool = True) -> None:
         self.model = model
         self.deterministic = deterministic
+
+    @classmethod
+    def load(
+        cls,
+        algo: str,
+        path: str | Path,
+        view: AgentView,
+        *,
+        deterministic: bool = True,
+        device: str = "cpu",
+        trust: bool = False,
+    ) -> SB3AgentPolicy:
+        """Loads a saved partner without running code from its file (unless `trust`).
+
+        Args:
+            algo: `--algo` name it was trained with (a feed-forward one).
+            path: The saved model, trained on a view of the same agent.
+            view: A view of that agent: its spaces are used and checked against the file's.
+            deterministic: Greedy actions instead of sampled ones.
+            device: Torch device of the policy.
+            trust: Unpickle the file's entries as SB3 does: runs code from the file.
+
+        Raises:
+            UntrustedAgentError: The file needs unpickling (the message names the
+                entries) and `trust` is off.
+            ValueError: Unknown algo, or an agent of other env semantics or spaces.
+            FileNotFoundError: No file at `path`.
+        """
+        model = load_model(algo, path, view, device=device, trust=trust, attach_env=False)
+        check_semantics(model, path)
+        return cls(model, deterministic=deterministic)
 
     def reset(self, seed: int | None = None) -> None:
         """Stateless (feed-forward policies)."""

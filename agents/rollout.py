@@ -174,28 +174,37 @@ def run_episodes(
 
 
 def load_policy(
-    spec: str, env: gym.Env, *, seed: int | None = None, deterministic: bool = True
+    spec: str,
+    env: gym.Env,
+    *,
+    seed: int | None = None,
+    deterministic: bool = True,
+    trust: bool = False,
 ) -> Policy:
     """Builds a policy from its command-line name: a baseline from `POLICY_NAMES`, or `ALGO:PATH`.
 
     `ALGO:PATH` (e.g. `recurrent_ppo:logs/.../best_model.zip`) loads an agent saved by
-    `scripts/train_agent.py`, with `ALGO` one of `agents.zoo.ALGOS`.
+    `scripts/train_agent.py`, with `ALGO` one of `agents.zoo.ALGOS`, without running code
+    from the file (see `agents.zoo.safe_load`).
 
     Args:
         spec: Policy name.
         env: The env the policy will act in.
         seed: Seed of the policy's randomness.
         deterministic: For trained agents: greedy actions instead of sampled ones.
+        trust: For trained agents: unpickle the file's entries as SB3 does, which runs
+            code from the file (`--trust-agent`).
 
     Raises:
-        ValueError: Unknown name or algo.
+        ValueError: Unknown name or algo, or an agent that does not fit `env`.
+        UntrustedAgentError: The agent file needs unpickling and `trust` is off.
         FileNotFoundError: `ALGO:PATH` names no file.
     """
     if spec in POLICY_NAMES:
         return make_policy(spec, env, seed=seed)
     algo, sep, path = spec.partition(":")
     if sep and algo in ALGOS:
-        return load_sb3_policy(algo, path, deterministic=deterministic)
+        return load_sb3_policy(algo, path, env, deterministic=deterministic, trust=trust)
     raise ValueError(
         f"unknown policy {spec!r}; choose from {POLICY_NAMES} or ALGO:PATH with ALGO in "
         f"{sorted(ALGOS)}"

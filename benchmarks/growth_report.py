@@ -3,9 +3,10 @@
 Reads a leaderboard (`benchmarks/leaderboards/<ID>.jsonl`) and a headroom run
 (`benchmarks/results/headroom_<ID>.jsonl`, from `benchmarks.headroom`) and writes
 `benchmarks/results/growth_<ID>.md`: for each policy, its paired test-accuracy
-gain over noop (95% t CI), the share of the headroom (static - bare, paired) it
-captures, the parameters it added, and its mean return with every Simic term, so
-that a reader sees whether the reward agrees with the evidence.
+gain over noop (95% t CI) and its probability of improvement over noop, the
+share of the headroom (static - bare, paired) it captures, the parameters it
+added, and its mean return with every Simic term, so that a reader sees whether
+the reward agrees with the evidence. The statistics are `benchmarks.stats`'.
 
 Usage:
     python -m benchmarks.growth_report --env Esper-CIFAR-Mini-v0
@@ -19,7 +20,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.headroom import RESULTS_DIR, HeadroomRow
-from benchmarks.leaderboard import BOARD_DIR, board_path, mean_ci, paired_differences, read_board
+from benchmarks.leaderboard import BOARD_DIR, board_path, by_seed, paired_differences, read_board
+from benchmarks.stats import PairedDifference, paired_difference, probability_of_improvement
 
 
 def _shown(path: Path) -> Path:
@@ -28,22 +30,26 @@ def _shown(path: Path) -> Path:
     return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
 
 
-def headroom(rows: list[HeadroomRow], arm: str) -> tuple[float, float, int]:
-    """Paired mean and 95% half-width of `arm` - bare test accuracy, and the seeds used."""
+def headroom(rows: list[HeadroomRow], arm: str) -> PairedDifference:
+    """`arm` - bare test accuracy, paired over the seeds both ran, with its 95% t interval.
+
+    Raises:
+        ValueError: Fewer than two seeds ran both arms.
+    """
     bare = {r.seed: r.final_test_accuracy for r in rows if r.arm == "bare"}
     grown = {r.seed: r.final_test_accuracy for r in rows if r.arm == arm}
-    seeds = sorted(set(bare) & set(grown))
-    if len(seeds) < 2:
-        raise ValueError(f"headroom arm {arm!r} has {len(seeds)} paired seed(s); need >= 2")
-    mean, half = mean_ci([grown[s] - bare[s] for s in seeds])
-    return mean, half, len(seeds)
+    paired = paired_difference(grown, bare)
+    if paired is None:
+        shared = len(set(bare) & set(grown))
+        raise ValueError(f"headroom arm {arm!r} has {shared} paired seed(s); need >= 2")
+    return paired
 
 
 def render(env_id: str, board: Path, headroom_file: Path, arm: str) -> str:
     """The Markdown report."""
     entries = read_board(board)
     rows = [HeadroomRow.model_validate_json(line) for line in headroom_file.open() if line.strip()]
-    room, room_half, room_n = headroom(rows, arm)
+    room = headroom(rows, arm)
     lines = [
         f"# Does growth pay on {env_id}?",
         "",
@@ -51,26 +57,36 @@ def render(env_id: str, board: Path, headroom_file: Path, arm: str) -> str:
         "grafted in from epoch 0). Regenerate: `python -m benchmarks.growth_report "
         f"--env {env_id} --arm {arm}`.",
         "",
-        f"Headroom (static {arm} - bare, paired over {room_n} seeds): "
-        f"**{100 * room:+.2f} ± {100 * room_half:.2f}** test-accuracy points.",
+        f"Headroom (static {arm} - bare, paired over {len(room.seeds)} seeds): "
+        f"**{room.difference.plus_minus(100, signed=True)}** test-accuracy points.",
         "",
-        "| policy | seeds | test acc - noop (points, 95% CI) | CI excludes 0 | share of headroom "
-        "| params added (% of host) | return | return - noop (95% CI) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Test acc - noop and return - noop: mean per-seed difference ± its 95% paired t CI;",
+        "P(> noop): the probability of improvement in test accuracy with its 95% bootstrap CI.",
+        "",
+        "| policy | seeds | test acc - noop (points, 95% CI) | CI excludes 0 "
+        "| P(> noop) (95% CI) | share of headroom | params added (% of host) | return "
+        "| return - noop (95% CI) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    returns = {p: (m, h) for p, _, m, h in paired_differences(entries, "noop", "episode_return")}
+    tests = by_seed(entries, "final_test_accuracy")
+    returns = paired_differences(entries, "noop", "episode_return")
     by_policy: dict[str, list] = {}
     for entry in entries:
         by_policy.setdefault(entry.policy, []).append(entry)
-    for policy, n, mean, half in paired_differences(entries, "noop"):
+    for policy, paired in paired_differences(entries, "noop").items():
+        gain = paired.difference
+        chance = probability_of_improvement(
+            [tests[policy][s] for s in paired.seeds], [tests["noop"][s] for s in paired.seeds]
+        )
         group = by_policy[policy]
         added = statistics.fmean(e.added_param_fraction for e in group)
         ret = statistics.fmean(e.episode_return for e in group)
-        ret_mean, ret_half = returns[policy]
         lines.append(
-            f"| {policy} | {n} | {100 * mean:+.2f} ± {100 * half:.2f} "
-            f"| {'yes' if mean - half > 0 else 'no'} | {100 * mean / room:.0f}% "
-            f"| {100 * added:.0f} | {ret:.3f} | {ret_mean:+.3f} ± {ret_half:.3f} |"
+            f"| {policy} | {len(paired.seeds)} | {gain.plus_minus(100, signed=True)} "
+            f"| {'yes' if gain.excludes(0) else 'no'} | {chance.bounds()} "
+            f"| {100 * gain.estimate / room.difference.estimate:.0f}% "
+            f"| {100 * added:.0f} | {ret:.3f} "
+            f"| {returns[policy].difference.plus_minus(digits=3, signed=True)} |"
         )
     terms = sorted({t for e in entries for t in e.reward_terms})
     lines += [

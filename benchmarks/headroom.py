@@ -4,8 +4,9 @@ A world can reward growth only if growth can pay in it: the host with the seeds
 grafted in from the start (a static architecture, trained jointly with the same
 Tolaria settings, data and epochs) must beat the bare host beyond the noise. Each
 arm runs on the same episode seeds, so the comparison is paired: the report gives
-every arm's mean test accuracy and its paired difference from the bare host with
-a 95% t interval.
+every arm's mean test accuracy and IQM, its paired difference from the bare host
+with a 95% t interval, and its probability of improvement over the bare host
+(`benchmarks.stats`).
 
 Rows are appended to `<out>.jsonl` as they finish (a rerun skips finished ones)
 and `<out>.md` is rewritten after each.
@@ -28,8 +29,8 @@ from pathlib import Path
 import torch
 
 from agents.cli import parse_key_values
-from benchmarks.leaderboard import mean_ci
 from benchmarks.machine import fix_threads, machine_record
+from benchmarks.stats import iqm, paired_difference, probability_of_improvement, t_interval
 from esper_env.contracts import StrictModel
 from esper_env.envs.world import World
 
@@ -96,11 +97,11 @@ def run_arm(world: World, arm: Arm, seed: int) -> tuple[float, float, int]:
 
 
 def render(rows: list[HeadroomRow], command: str) -> str:
-    """The Markdown report: per arm mean test accuracy and paired difference from bare."""
+    """The Markdown report: per arm test accuracy and its paired comparison with bare."""
     by_arm: dict[str, dict[int, HeadroomRow]] = {}
     for row in rows:
         by_arm.setdefault(row.arm, {})[row.seed] = row
-    bare = by_arm.get("bare", {})
+    bare = {seed: row.final_test_accuracy for seed, row in by_arm.get("bare", {}).items()}
     first = rows[0]
     lines = [
         f"# Headroom: {first.env_id}",
@@ -109,26 +110,30 @@ def render(rows: list[HeadroomRow], command: str) -> str:
         "",
         f"env kwargs: `{json.dumps(first.env_kwargs, sort_keys=True)}`; "
         f"machine: {first.machine['cpu']}, torch threads {first.machine['torch_threads']}.",
-        "Test accuracy in %; difference = arm - bare on the same seeds, mean ± 95% t CI.",
+        "Test accuracy in %: mean ± 95% t CI, and the IQM with its 95% stratified-bootstrap "
+        "CI [low, high]; arm - bare: the mean per-seed difference on the same seeds ± its 95% "
+        "paired t CI; P(arm > bare): the probability of improvement with its 95% bootstrap CI.",
         "",
-        "| arm | seeds | test acc | arm - bare | CI excludes 0 | params added | s/episode |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| arm | seeds | test acc | test acc IQM | arm - bare | CI excludes 0 | P(arm > bare) "
+        "| params added | s/episode |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arm, by_seed in by_arm.items():
         seeds = sorted(by_seed)
-        test_mean, test_ci = mean_ci([by_seed[s].final_test_accuracy for s in seeds])
-        paired = sorted(set(seeds) & set(bare))
-        diff_text, sig = "-", "-"
-        if arm != "bare" and len(paired) >= 2:
-            diff, half = mean_ci(
-                [by_seed[s].final_test_accuracy - bare[s].final_test_accuracy for s in paired]
-            )
-            diff_text = f"{100 * diff:+.2f} ± {100 * half:.2f}"
-            sig = "yes" if abs(diff) > half else "no"
+        tests = {s: by_seed[s].final_test_accuracy for s in seeds}
+        paired = paired_difference(tests, bare) if arm != "bare" else None
+        diff_text, sig, chance = "-", "-", "-"
+        if paired is not None:
+            diff_text = paired.difference.plus_minus(100, signed=True)
+            sig = "yes" if paired.difference.excludes(0) else "no"
+            chance = probability_of_improvement(
+                [tests[s] for s in paired.seeds], [bare[s] for s in paired.seeds]
+            ).bounds()
         wall = sum(by_seed[s].wall_seconds for s in seeds) / len(seeds)
         lines.append(
-            f"| {arm} | {len(seeds)} | {100 * test_mean:.2f} ± {100 * test_ci:.2f} | {diff_text} "
-            f"| {sig} | {by_seed[seeds[0]].added_params} | {wall:.1f} |"
+            f"| {arm} | {len(seeds)} | {t_interval(list(tests.values())).plus_minus(100)} "
+            f"| {iqm(list(tests.values())).bounds(100)} | {diff_text} | {sig} | {chance} "
+            f"| {by_seed[seeds[0]].added_params} | {wall:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

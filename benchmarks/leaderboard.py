@@ -1,25 +1,33 @@
 """Leaderboards: every policy on the same env, the same evaluation seeds and the same metrics.
 
-Three commands (the protocol is `benchmarks/PROTOCOL.md`):
+Four commands (the protocol is `benchmarks/PROTOCOL.md`):
 
     python -m benchmarks.leaderboard run --env Esper-CIFAR-Mini-v0 \
         --policies noop,random,fixed,heuristic --seeds 10
     python -m benchmarks.leaderboard render --env Esper-CIFAR-Mini-v0
     python -m benchmarks.leaderboard validate --env Esper-CIFAR-Mini-v0
+    python -m benchmarks.leaderboard compare --envs Esper-CIFAR-Mini-v0 Esper-CIFAR-Impaired-v0
 
-`run` appends one JSON line per finished episode to `<out-dir>/<ID>.jsonl` (an
-`EpisodeResult` plus the env kwargs and observation version), so an interrupted
-run loses nothing, and a rerun skips every (policy, seed) already recorded:
-adding a policy to a board is `run --policies ALGO:PATH` on the same board.
-`render` writes `<out-dir>/<ID>.md`, sorted by mean final test accuracy, and two
-plots. `validate` replays each recorded action sequence on a fresh env with the
-recorded seed and checks that it reproduces the recorded result (CompilerGym's
-`validate()`).
+`run` fixes torch's CPU threads (`--threads`) and appends one JSON line per
+finished episode to `<out-dir>/<ID>.jsonl` (a `BoardEntry`: the `EpisodeResult`
+plus the env kwargs, versions, CPU, threads, device and, for an agent, its file's
+SHA-256 and training command), so an interrupted run loses nothing, and a rerun
+skips every (policy, seed) already recorded: adding a policy to a board is
+`run --policies ALGO:PATH` on the same board. `render` writes `<out-dir>/<ID>.md`,
+sorted by mean final test accuracy, and two plots. `validate` re-runs each
+recorded episode's policy from its seed, with the recorded threads and on the
+recorded device, and checks that it chooses the recorded actions and reproduces
+the recorded results exactly (CompilerGym's `validate()`, plus the policy).
+`compare` writes `<out-dir>/across_worlds.md` and rliable's aggregate and
+performance-profile plots over several boards. The statistics
+are `benchmarks.stats`'.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -27,22 +35,38 @@ import platform
 import re
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import yaml
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from rliable import plot_utils
 
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
+from agents.policies import POLICY_NAMES
 from agents.rollout import EpisodeResult, load_policy, run_episode
-from benchmarks.machine import cpu_model, fix_threads
-from esper_env.envs.presets import ENV_SEMANTICS_VERSION
+from benchmarks.machine import cpu_model, fix_threads, make_reproducible
+from benchmarks.stats import (
+    AGGREGATE_METRICS,
+    Interval,
+    PairedDifference,
+    aggregate_estimates,
+    iqm,
+    paired_difference,
+    performance_profiles,
+    probability_of_improvement,
+    t_interval,
+)
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION, merge_kwargs, preset_config
+from esper_env.tolaria import resolve_device
 
 #: Evaluation seeds start here; training seeds stay below it, so the two never meet.
 EVAL_SEED_START = 1000
@@ -53,14 +77,6 @@ EVENT_STYLE = {
     "fossilize": ("*", "tab:blue"),
     "prune": ("X", "tab:red"),
 }
-#: Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the next lower key).
-_T975 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-    25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000,
-    120: 1.980,
-}  # fmt: skip
 #: Float fields compared by `validate`, and the integer ones.
 _FLOAT_FIELDS = ("final_test_accuracy", "final_val_accuracy", "episode_return")
 _INT_FIELDS = ("steps", "params_added", "seeds_germinated", "seeds_fossilized", "seeds_pruned")
@@ -69,12 +85,20 @@ _INT_FIELDS = ("steps", "params_added", "seeds_germinated", "seeds_fossilized", 
 class BoardEntry(EpisodeResult):
     """One leaderboard line: an `EpisodeResult` plus what fixes the world it ran in.
 
+    `device` (from `EpisodeResult`) is where it ran and where `validate` replays it.
+
     Attributes:
         env_kwargs: Keyword arguments given to `gym.make` on top of the registered preset.
         obs_version: Observation layout version of the env.
         env_semantics_version: `ENV_SEMANTICS_VERSION` of the Esper that ran it.
         torch_threads: torch's CPU thread count during the episode (results depend on it).
         cpu: The CPU model.
+        torch_version: `torch.__version__`.
+        numpy_version: `numpy.__version__`.
+        deterministic_algorithms: Whether PyTorch's deterministic algorithms were on (CUDA).
+        greedy: Whether a trained agent took greedy actions (else sampled, seeded by `seed`).
+        agent_sha256: For a trained agent (`ALGO:PATH`), the SHA-256 of its file.
+        agent_command: For a trained agent, the command that trained it.
     """
 
     env_kwargs: dict[str, Any]
@@ -82,38 +106,32 @@ class BoardEntry(EpisodeResult):
     env_semantics_version: int
     torch_threads: int
     cpu: str
+    torch_version: str
+    numpy_version: str
+    deterministic_algorithms: bool
+    greedy: bool
+    agent_sha256: str | None = None
+    agent_command: str | None = None
 
 
 # --- statistics -----------------------------------------------------------------------------
 
 
-def t_quantile(df: int) -> float:
-    """The two-sided 95% quantile of Student's t with `df` degrees of freedom (df >= 1)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df > 120:
-        return 1.960
-    return _T975[max(k for k in _T975 if k <= df)]
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval (t-based; nan for one value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 @dataclass(frozen=True)
 class PolicyRow:
-    """Aggregates of one policy's episodes on a board (accuracies and fractions in 0..1)."""
+    """Aggregates of one policy's episodes on a board (accuracies and fractions in 0..1).
+
+    `test_accuracy`, `val_accuracy` and `episode_return` are means with their 95%
+    t intervals; `test_iqm` is the interquartile mean with its bootstrap interval.
+    """
 
     policy: str
     episodes: int
-    test_accuracy: tuple[float, float]
-    val_accuracy: tuple[float, float]
+    test_accuracy: Interval
+    test_iqm: Interval
+    val_accuracy: Interval
     added_param_fraction: float
-    episode_return: tuple[float, float]
+    episode_return: Interval
     germinated: float
     fossilized: float
     pruned: float
@@ -131,10 +149,11 @@ def aggregate(entries: Iterable[EpisodeResult]) -> list[PolicyRow]:
         PolicyRow(
             policy=policy,
             episodes=len(group),
-            test_accuracy=mean_ci([e.final_test_accuracy for e in group]),
-            val_accuracy=mean_ci([e.final_val_accuracy for e in group]),
+            test_accuracy=t_interval([e.final_test_accuracy for e in group]),
+            test_iqm=iqm([e.final_test_accuracy for e in group]),
+            val_accuracy=t_interval([e.final_val_accuracy for e in group]),
             added_param_fraction=statistics.fmean(e.added_param_fraction for e in group),
-            episode_return=mean_ci([e.episode_return for e in group]),
+            episode_return=t_interval([e.episode_return for e in group]),
             germinated=statistics.fmean(e.seeds_germinated for e in group),
             fossilized=statistics.fmean(e.seeds_fossilized for e in group),
             pruned=statistics.fmean(e.seeds_pruned for e in group),
@@ -144,7 +163,7 @@ def aggregate(entries: Iterable[EpisodeResult]) -> list[PolicyRow]:
         )
         for policy, group in groups.items()
     ]
-    return sorted(rows, key=lambda r: (-r.test_accuracy[0], r.policy))
+    return sorted(rows, key=lambda r: (-r.test_accuracy.estimate, r.policy))
 
 
 # --- the board file -------------------------------------------------------------------------
@@ -234,6 +253,38 @@ def evaluation_seeds(count: int, first: int = EVAL_SEED_START) -> list[int]:
 # --- run ------------------------------------------------------------------------------------
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def agent_path(spec: str) -> Path | None:
+    """The file of an `ALGO:PATH` policy spec; None for a baseline."""
+    if spec in POLICY_NAMES:
+        return None
+    _, _, path = spec.partition(":")
+    return Path(path)
+
+
+def training_command(model: Path) -> str | None:
+    """The command recorded in the `train_agent.py` run folder that holds `model`, if any."""
+    for folder in list(model.resolve().parents)[:3]:
+        for args in sorted(folder.glob("*/args.yml")):
+            command = yaml.safe_load(args.read_text(encoding="utf-8")).get("command")
+            if command:
+                return str(command)
+    return None
+
+
+def board_device(env_id: str, env_kwargs: dict[str, Any]) -> torch.device:
+    """The device an env with these kwargs trains on (`train.device`, "auto" resolved)."""
+    return resolve_device(preset_config(env_id, **env_kwargs).train.device)
+
+
 def run_board(
     env_id: str,
     policies: Sequence[str],
@@ -242,8 +293,13 @@ def run_board(
     env_kwargs: dict[str, Any] | None = None,
     out_dir: Path = BOARD_DIR,
     deterministic: bool = True,
+    agent_commands: dict[str, str] | None = None,
+    trust_agents: bool = False,
 ) -> list[BoardEntry]:
     """Runs every (policy, seed) not yet on the board, appending each episode as it ends.
+
+    Fix torch's threads first (`benchmarks.machine.fix_threads`): every entry records
+    them. On CUDA, the run switches to deterministic algorithms so that it replays.
 
     Args:
         env_id: Registered env id.
@@ -252,12 +308,16 @@ def run_board(
         env_kwargs: `gym.make` keyword arguments; must equal those of the board's entries.
         out_dir: Directory of the board files.
         deterministic: Greedy actions for trained agents.
+        agent_commands: The command that trained each `ALGO:PATH` agent, by spec; an agent
+            left out must sit in a `train_agent.py` run folder that records its command.
+        trust_agents: Load agent files that need unpickling (runs code from the file).
 
     Returns:
         The entries this call ran (none when the board was complete).
 
     Raises:
-        ValueError: A seed below `EVAL_SEED_START`, or `env_kwargs` differ from the board's.
+        ValueError: A seed below `EVAL_SEED_START`, `env_kwargs` differ from the board's,
+            or an agent's training command is unknown.
     """
     kwargs = dict(env_kwargs or {})
     low = [s for s in seeds if s < EVAL_SEED_START]
@@ -272,11 +332,25 @@ def run_board(
                 f"{path} was recorded with env kwargs {recorded}, this run asks for {kwargs}; "
                 "pass the same --env-kwargs or use another --out-dir"
             )
+    agents: dict[str, tuple[str, str]] = {}
+    for spec in policies:
+        model = agent_path(spec)
+        if model is None:
+            continue
+        command = (agent_commands or {}).get(spec) or training_command(model)
+        if command is None:
+            raise ValueError(
+                f"the board records how each agent was trained, and {model} is not in a "
+                "train_agent.py run folder that says: pass --agent-command"
+            )
+        agents[spec] = (file_sha256(model), command)
     done = {(e.policy, e.seed) for e in existing}
     pending = {p: [s for s in seeds if (p, s) not in done] for p in policies}
     new: list[BoardEntry] = []
     if not any(pending.values()):
         return new
+    device = board_device(env_id, kwargs)
+    deterministic_algorithms = make_reproducible(device)
     env = gym.make(env_id, **kwargs)
     world = env.unwrapped.world
     machine = machine_description(world.device)
@@ -285,7 +359,10 @@ def run_board(
         for spec, todo in pending.items():
             if not todo:
                 continue
-            policy = load_policy(spec, env, seed=todo[0], deterministic=deterministic)
+            policy = load_policy(
+                spec, env, seed=todo[0], deterministic=deterministic, trust=trust_agents
+            )
+            sha256, command = agents.get(spec, (None, None))
             for seed in todo:
                 result = run_episode(env, policy, seed=seed, policy_name=spec)
                 entry = BoardEntry(
@@ -297,6 +374,12 @@ def run_board(
                     env_semantics_version=ENV_SEMANTICS_VERSION,
                     torch_threads=torch.get_num_threads(),
                     cpu=cpu_model(),
+                    torch_version=torch.__version__,
+                    numpy_version=np.__version__,
+                    deterministic_algorithms=deterministic_algorithms,
+                    greedy=deterministic,
+                    agent_sha256=sha256,
+                    agent_command=command,
                 )
                 with path.open("a", encoding="utf-8") as handle:
                     handle.write(entry.model_dump_json() + "\n")
@@ -315,29 +398,55 @@ def run_board(
 # --- render ---------------------------------------------------------------------------------
 
 
-def _pm(value: tuple[float, float], scale: float = 1.0, digits: int = 2) -> str:
-    mean, half = value
-    if math.isnan(half):
-        return f"{scale * mean:.{digits}f}"
-    return f"{scale * mean:.{digits}f} ± {scale * half:.{digits}f}"
-
-
 TABLE_HEADER = (
-    "| rank | policy | episodes | test acc % (95% CI) | val acc % (95% CI) "
-    "| params added (% of host) | return (95% CI) | germinated / fossilized / pruned "
-    "| wall s / episode | device | machine |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| rank | policy | episodes | test acc % (95% CI) | test acc IQM % (95% CI) "
+    "| val acc % (95% CI) | params added (% of host) | return (95% CI) "
+    "| germinated / fossilized / pruned | wall s / episode | device | machine |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
+
+
+def by_seed(entries: Iterable[EpisodeResult], field: str) -> dict[str, dict[int, float]]:
+    """`field` of every episode, by policy and then by evaluation seed."""
+    scores: dict[str, dict[int, float]] = {}
+    for entry in entries:
+        scores.setdefault(entry.policy, {})[entry.seed] = float(getattr(entry, field))
+    return scores
+
+
+def ranks(rows: Sequence[PolicyRow], entries: Iterable[EpisodeResult]) -> list[str]:
+    """Rank labels of `rows` (best first), `n=` on rows not separated from a neighbour.
+
+    Two neighbours are separated when the 95% paired t interval of their
+    test-accuracy difference excludes 0 (they need two shared seeds for one); a
+    run of unseparated neighbours shares the rank of its first row.
+    """
+    scores = by_seed(entries, "final_test_accuracy")
+    separated = []
+    for upper, lower in itertools.pairwise(rows):
+        paired = paired_difference(scores[upper.policy], scores[lower.policy])
+        separated.append(paired is not None and paired.difference.excludes(0))
+    labels, first = [], 0
+    for index in range(len(rows)):
+        if index and separated[index - 1]:
+            first = index
+        tied = (index > 0 and not separated[index - 1]) or (
+            index < len(separated) and not separated[index]
+        )
+        labels.append(f"{first + 1}{'=' if tied else ''}")
+    return labels
 
 
 def render_table(entries: Iterable[EpisodeResult]) -> str:
     """The board's Markdown table: one row per policy, best mean test accuracy first."""
+    entries = list(entries)
+    rows = aggregate(entries)
     lines = [TABLE_HEADER]
-    for rank, r in enumerate(aggregate(entries), start=1):
+    for rank, r in zip(ranks(rows, entries), rows, strict=True):
         lines.append(
-            f"| {rank} | {r.policy} | {r.episodes} | {_pm(r.test_accuracy, 100)} "
-            f"| {_pm(r.val_accuracy, 100)} | {100 * r.added_param_fraction:.1f} "
-            f"| {_pm(r.episode_return)} "
+            f"| {rank} | {r.policy} | {r.episodes} | {r.test_accuracy.plus_minus(100)} "
+            f"| {r.test_iqm.bounds(100)} | {r.val_accuracy.plus_minus(100)} "
+            f"| {100 * r.added_param_fraction:.1f} | {r.episode_return.plus_minus()} "
             f"| {r.germinated:.1f} / {r.fossilized:.1f} / {r.pruned:.1f} "
             f"| {r.wall_seconds:.1f} | {', '.join(r.devices)} | {'; '.join(r.machines)} |"
         )
@@ -346,44 +455,49 @@ def render_table(entries: Iterable[EpisodeResult]) -> str:
 
 def paired_differences(
     entries: Iterable[EpisodeResult], reference: str, field: str = "final_test_accuracy"
-) -> list[tuple[str, int, float, float]]:
-    """Each policy minus `reference` on the seeds both ran: (policy, n, mean, 95% CI half-width).
+) -> dict[str, PairedDifference]:
+    """Each policy minus `reference` on the seeds both ran (policies sharing two or more).
 
     Policies run on the same evaluation seeds, so the paired difference removes the
     seed-to-seed spread that unpaired intervals carry.
     """
-    by_policy: dict[str, dict[int, float]] = {}
-    for entry in entries:
-        by_policy.setdefault(entry.policy, {})[entry.seed] = float(getattr(entry, field))
-    base = by_policy.get(reference, {})
-    rows = []
-    for policy, values in by_policy.items():
-        shared = sorted(set(values) & set(base))
-        if policy == reference or len(shared) < 2:
-            continue
-        mean, half = mean_ci([values[s] - base[s] for s in shared])
-        rows.append((policy, len(shared), mean, half))
-    return rows
+    scores = by_seed(entries, field)
+    base = scores.get(reference, {})
+    differences = {}
+    for policy, values in scores.items():
+        paired = paired_difference(values, base)
+        if policy != reference and paired is not None:
+            differences[policy] = paired
+    return differences
 
 
 def render_paired(entries: Sequence[EpisodeResult]) -> str:
-    """Markdown table of paired differences against noop and against heuristic, where present."""
+    """Markdown table of each policy against noop and against heuristic, where present.
+
+    The paired test-accuracy and return differences with their 95% t intervals,
+    and rliable's probability that the policy's test accuracy beats the reference's.
+    """
     lines = [
-        "| policy | minus | seeds | test acc (points, 95% CI) | excludes 0 | return (95% CI) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| policy | minus | seeds | test acc (points, 95% CI) | excludes 0 "
+        "| P(policy > minus) (95% CI) | return (95% CI) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    tests = by_seed(entries, "final_test_accuracy")
     for reference in ("noop", "heuristic"):
-        returns = {
-            p: (m, h) for p, _, m, h in paired_differences(entries, reference, "episode_return")
-        }
-        for policy, n, mean, half in paired_differences(entries, reference):
+        returns = paired_differences(entries, reference, "episode_return")
+        for policy, paired in paired_differences(entries, reference).items():
             if policy == "noop":  # noop - heuristic is heuristic - noop negated
                 continue
-            excludes = "yes" if abs(mean) > half else "no"
-            ret_mean, ret_half = returns[policy]
+            test = paired.difference
+            improvement = probability_of_improvement(
+                [tests[policy][s] for s in paired.seeds],
+                [tests[reference][s] for s in paired.seeds],
+            )
             lines.append(
-                f"| {policy} | {reference} | {n} | {100 * mean:+.2f} ± {100 * half:.2f} "
-                f"| {excludes} | {ret_mean:+.3f} ± {ret_half:.3f} |"
+                f"| {policy} | {reference} | {len(paired.seeds)} "
+                f"| {test.plus_minus(100, signed=True)} | {'yes' if test.excludes(0) else 'no'} "
+                f"| {improvement.bounds()} "
+                f"| {returns[policy].difference.plus_minus(digits=3, signed=True)} |"
             )
     return "\n".join(lines)
 
@@ -444,15 +558,21 @@ python -m benchmarks.leaderboard validate --env {env_id}
 ```
 
 Sorted by mean final test accuracy. ± is the half-width of the 95% confidence
-interval of the mean (Student's t over episodes). Params added: mean over
-episodes of the parameters seeds added, live or fossilized, as % of the bare
-host's. Seed counts are means per episode.
+interval of the mean (Student's t over episodes); the IQM (interquartile mean,
+rliable) comes with its 95% stratified-bootstrap interval [low, high]. A rank
+marked `=` is not separated from a neighbour: the 95% paired t interval of their
+test-accuracy difference on their shared seeds includes 0 (or they share fewer
+than two seeds). Params added: mean over episodes of the parameters seeds
+added, live or fossilized, as % of the bare host's. Seed counts are means per
+episode.
 
 {render_table(entries)}
 
 Paired differences: each policy minus the reference on the same evaluation seeds,
 mean ± half-width of the 95% t interval of the per-seed differences (the honest
-comparison, since every policy sees the same seeds):
+comparison, since every policy sees the same seeds), and rliable's probability
+of improvement P(policy > minus) on test accuracy with its 95% bootstrap
+interval:
 
 {render_paired(entries)}
 
@@ -469,6 +589,41 @@ episode; the line joins the episodes no other beats on both.
     path = out_dir / f"{env_id}.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def readme_markers(env_id: str) -> tuple[str, str]:
+    """The comments that delimit `env_id`'s generated board section in a README."""
+    return f"<!-- board:{env_id} -->", f"<!-- /board:{env_id} -->"
+
+
+def readme_section(env_id: str, out_dir: Path = BOARD_DIR) -> str:
+    """The board's tables as the README shows them, generated from its JSON lines."""
+    entries = read_board(board_path(out_dir, env_id))
+    board_settings(entries, env_id)
+    threads = ", ".join(str(t) for t in sorted({e.torch_threads for e in entries}))
+    return (
+        f"`{env_id}` ({len({e.seed for e in entries})} evaluation seeds, torch threads "
+        f"{threads}; generated from `benchmarks/leaderboards/{env_id}.jsonl` by "
+        f"`python -m benchmarks.leaderboard render --env {env_id} --readme README.md`):\n\n"
+        f"{render_table(entries)}\n\n{render_paired(entries)}\n"
+    )
+
+
+def update_readme(readme: Path, env_id: str, out_dir: Path = BOARD_DIR) -> None:
+    """Replaces the text between `env_id`'s markers in `readme` with `readme_section`.
+
+    Raises:
+        ValueError: The README lacks the markers (the message shows them).
+    """
+    start, end = readme_markers(env_id)
+    text = readme.read_text(encoding="utf-8")
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"{readme} needs one {start} ... {end} pair where the board goes")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(
+        f"{head}{start}\n{readme_section(env_id, out_dir)}{end}{tail}", encoding="utf-8"
+    )
 
 
 def _short(policy: str) -> str:
@@ -550,69 +705,285 @@ def plot_frontier(entries: Sequence[EpisodeResult], path: Path, *, title: str) -
     figure.savefig(path, dpi=110)
 
 
+# --- across worlds --------------------------------------------------------------------------
+
+#: How `compare` turns test accuracy into a score comparable across worlds.
+NORMALISATIONS = {
+    "noop": "test accuracy minus noop's on the same seed, in points",
+    "none": "test accuracy in %",
+}
+#: Thresholds of the performance profiles.
+_PROFILE_POINTS = 101
+
+
+def world_scores(
+    boards: Mapping[str, Sequence[EpisodeResult]], normalise: str = "noop"
+) -> dict[str, np.ndarray]:
+    """By policy present on every board, its (seeds x worlds) score matrix for rliable.
+
+    Rows are the evaluation seeds the policy ran on every board (with `noop`,
+    those noop ran too); columns follow `boards`. Subtracting noop's test
+    accuracy on the same seed removes each world's own level and most of its
+    seed-to-seed spread, so that gains, not worlds, are compared.
+
+    Args:
+        boards: Episodes by env id.
+        normalise: A key of `NORMALISATIONS`.
+
+    Returns:
+        Score matrices by policy, in the first board's order (policies sharing no seed left out).
+
+    Raises:
+        ValueError: An unknown normalisation, or `noop` normalisation without noop on every board.
+    """
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {list(NORMALISATIONS)}, got {normalise!r}")
+    tests = [by_seed(entries, "final_test_accuracy") for entries in boards.values()]
+    if normalise == "noop" and not all("noop" in board for board in tests):
+        raise ValueError("normalising by noop needs noop on every board")
+    common = [p for p in tests[0] if all(p in board for board in tests)]
+    scores = {}
+    for policy in common:
+        needed = (policy, "noop") if normalise == "noop" else (policy,)
+        seeds = sorted(set.intersection(*(set(board[p]) for board in tests for p in needed)))
+        if not seeds:
+            continue
+        scores[policy] = np.array(
+            [
+                [
+                    100 * (board[policy][s] - (board["noop"][s] if normalise == "noop" else 0.0))
+                    for board in tests
+                ]
+                for s in seeds
+            ]
+        )
+    return scores
+
+
+def render_comparison(
+    env_ids: Sequence[str], out_dir: Path = BOARD_DIR, *, normalise: str = "noop"
+) -> Path:
+    """Writes `<out_dir>/across_worlds.md` and its two rliable plots from several boards.
+
+    Returns:
+        The Markdown file's path.
+
+    Raises:
+        ValueError: A board is empty, or no policy ran on every board.
+    """
+    boards = {env: read_board(board_path(out_dir, env)) for env in env_ids}
+    empty = [env for env, entries in boards.items() if not entries]
+    if empty:
+        raise ValueError(f"no results on the boards of {empty}; run them first")
+    scores = world_scores(boards, normalise)
+    if not scores:
+        raise ValueError(f"no policy ran the same seeds on every board of {list(env_ids)}")
+    accuracies = world_scores(boards, "none")
+    points, intervals = aggregate_estimates(scores)
+    order = sorted(scores, key=lambda p: -points[p][AGGREGATE_METRICS.index("IQM")])
+    label = NORMALISATIONS[normalise]
+    aggregates_png = out_dir / "across_worlds_aggregates.png"
+    profiles_png = out_dir / "across_worlds_profiles.png"
+    plot_aggregates(points, intervals, order, aggregates_png, xlabel=label)
+    plot_profiles(scores, order, profiles_png, xlabel=label)
+    lines = [
+        "| policy | seeds per world | "
+        + " | ".join(f"{name} (95% CI)" for name in AGGREGATE_METRICS)
+        + " | P(> noop) (95% CI) | P(> heuristic) (95% CI) |",
+        "| --- | --- | " + " | ".join("---" for _ in AGGREGATE_METRICS) + " | --- | --- |",
+    ]
+    for policy in order:
+        cells = [
+            Interval(points[policy][i], *intervals[policy][:, i]).bounds()
+            for i in range(len(AGGREGATE_METRICS))
+        ]
+        for reference in ("noop", "heuristic"):
+            if reference in accuracies and policy != reference:
+                chance = probability_of_improvement(accuracies[policy], accuracies[reference])
+                cells.append(chance.bounds())
+            else:
+                cells.append("-")
+        lines.append(f"| {policy} | {len(scores[policy])} | " + " | ".join(cells) + " |")
+    left_out = sorted({e.policy for entries in boards.values() for e in entries} - set(scores))
+    left_text = f"\n\nLeft out (not on every board): {', '.join(left_out)}." if left_out else ""
+    links = ", ".join(f"[{env}]({env}.md)" for env in env_ids)
+    table = "\n".join(lines)
+    command = (
+        f"python -m benchmarks.leaderboard compare --envs {' '.join(env_ids)} "
+        f"--normalise {normalise}"
+    )
+    text = f"""# Across worlds: {", ".join(env_ids)}
+
+Boards: {links}.
+
+Score: {label}. Each policy that ran on every board counts the
+evaluation seeds it ran on all of them. Median, IQM and Mean are rliable's
+aggregates over the worlds (median and mean of the per-world means; the
+interquartile mean of every run of every world), with 95% stratified-bootstrap
+intervals [low, high] (runs resampled within each world). P(> noop) and
+P(> heuristic): rliable's probability of improvement on test accuracy (a run of
+the policy beats a run of the reference; ties count half), averaged over worlds,
+with its 95% bootstrap interval.
+
+Regenerate: `{command}`
+
+{table}{left_text}
+
+Aggregates with their 95% intervals:
+
+![aggregates]({aggregates_png.name})
+
+Performance profiles: the fraction of runs (all worlds) scoring above each threshold,
+with 95% bootstrap bands:
+
+![performance profiles]({profiles_png.name})
+"""
+    path = out_dir / "across_worlds.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _labels(policies: Sequence[str]) -> dict[str, str]:
+    """Short plot labels for `policies`, or the full names where two would read the same."""
+    short = {p: _short(p) for p in policies}
+    return short if len(set(short.values())) == len(short) else {p: p for p in policies}
+
+
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per label, the same in both plots of a comparison."""
+    return {label: f"C{index % 10}" for index, label in enumerate(labels)}
+
+
+def plot_aggregates(
+    points: Mapping[str, np.ndarray],
+    intervals: Mapping[str, np.ndarray],
+    order: Sequence[str],
+    path: Path,
+    *,
+    xlabel: str,
+) -> None:
+    """The interval estimates of the `AGGREGATE_METRICS`, one bar per policy (rliable's plot)."""
+    names = _labels(order)
+    figure, _ = plot_utils.plot_interval_estimates(
+        {names[p]: points[p] for p in order},
+        {names[p]: intervals[p] for p in order},
+        metric_names=list(AGGREGATE_METRICS),
+        algorithms=[names[p] for p in reversed(order)],  # best at the top
+        colors=_colours([names[p] for p in order]),
+        xlabel=xlabel,
+        row_height=0.6,
+        xlabel_y_coordinate=-0.25,
+    )
+    # rliable draws through pyplot; close the figure so that repeated renders do not pile up.
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_profiles(
+    scores: Mapping[str, np.ndarray], order: Sequence[str], path: Path, *, xlabel: str
+) -> None:
+    """Performance profiles (rliable's score distributions) with their 95% bootstrap bands."""
+    names = _labels(order)
+    low = min(float(m.min()) for m in scores.values())
+    high = max(float(m.max()) for m in scores.values())
+    if high - low < 1e-9:  # every run scored the same: widen so the step shows
+        low, high = low - 1.0, high + 1.0
+    taus = np.linspace(low, high, _PROFILE_POINTS)
+    profiles, bands = performance_profiles({names[p]: scores[p] for p in order}, taus)
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = figure.subplots()
+    plot_utils.plot_performance_profiles(
+        profiles,
+        taus,
+        performance_profile_cis=bands,
+        ax=ax,
+        colors=_colours([names[p] for p in order]),
+        xlabel=f"{xlabel} (τ)",
+        ylabel="fraction of runs with score > τ",
+        labelsize="medium",
+        ticklabelsize="medium",
+        legend=True,
+        legendsize="small",
+    )
+    ax.set_title("Performance profiles across worlds")
+    figure.savefig(path, dpi=110)
+
+
 # --- validate -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Validation:
-    """Outcome of replaying one recorded episode: empty `mismatches` means it reproduced."""
+    """Outcome of re-running one recorded episode: empty `mismatches` means it reproduced.
+
+    Attributes:
+        policy: The recorded policy spec.
+        seed: The recorded seed.
+        mismatches: What differs between the record and the re-run.
+        machine: How this machine differs from the recorded one (exact replays need none).
+    """
 
     policy: str
     seed: int
     mismatches: tuple[str, ...]
+    machine: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Whether the replay reproduced every checked field."""
+        """Whether the re-run reproduced every checked field."""
         return not self.mismatches
 
 
-def replay(env: gym.Env, entry: EpisodeResult, tolerance: float = 1e-6) -> Validation:
-    """Replays `entry.actions` from `reset(seed=entry.seed)` and compares the outcome.
-
-    Checks the episode ends exactly after the last action, and the final test and
-    validation accuracies, return, steps, parameters added, seed counts and the
-    validation curve (floats within `tolerance`).
-    """
-    if not entry.actions:
-        return Validation(entry.policy, entry.seed, ("no recorded actions to replay",))
-    problems: list[str] = []
-    _, info = env.reset(seed=entry.seed)
-    total, curve, done, steps = 0.0, [], False, 0
-    for action in entry.actions:
-        if done:
-            problems.append(f"episode ended after {steps} of {len(entry.actions)} actions")
-            break
-        _, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.int64))
-        steps += 1
-        total += float(reward)
-        curve.append(info["val_accuracy"])
-        done = terminated or truncated
-    if not done:
-        return Validation(
-            entry.policy, entry.seed, (f"episode still running after {steps} actions",)
-        )
-    replayed = {
-        "final_test_accuracy": info["final_test_accuracy"],
-        "final_val_accuracy": info["final_val_accuracy"],
-        "episode_return": total,
-        "steps": steps,
-        "params_added": info["params_added"],
-        "seeds_germinated": info["seeds_germinated"],
-        "seeds_fossilized": info["seeds_fossilized"],
-        "seeds_pruned": info["seeds_pruned"],
+def machine_differences(entry: BoardEntry) -> tuple[str, ...]:
+    """What of the recorded CPU, threads and library versions this process does not match."""
+    here = {
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
     }
+    return tuple(
+        f"{name}: recorded {getattr(entry, name)!r}, here {value!r}"
+        for name, value in here.items()
+        if getattr(entry, name) != value
+    )
+
+
+def compare_episode(entry: EpisodeResult, rerun: EpisodeResult, tolerance: float) -> list[str]:
+    """What differs between a recorded episode and its re-run (floats beyond `tolerance`)."""
+    problems: list[str] = []
+    if rerun.actions != entry.actions:
+        step = next(
+            (
+                i
+                for i, (a, b) in enumerate(zip(rerun.actions, entry.actions, strict=False))
+                if a != b
+            ),
+            min(len(rerun.actions), len(entry.actions)),
+        )
+        chose = rerun.actions[step] if step < len(rerun.actions) else "nothing (episode over)"
+        recorded = entry.actions[step] if step < len(entry.actions) else "nothing (episode over)"
+        problems.append(
+            f"actions differ at step {step + 1}: policy chose {chose}, recorded {recorded}"
+        )
     for name in _FLOAT_FIELDS:
-        if not math.isclose(replayed[name], getattr(entry, name), rel_tol=0, abs_tol=tolerance):
-            problems.append(f"{name}: recorded {getattr(entry, name)}, replayed {replayed[name]}")
+        mine, theirs = getattr(rerun, name), getattr(entry, name)
+        if not math.isclose(mine, theirs, rel_tol=0, abs_tol=tolerance):
+            problems.append(f"{name}: recorded {theirs!r}, re-run {mine!r}")
     for name in _INT_FIELDS:
-        if replayed[name] != getattr(entry, name):
-            problems.append(f"{name}: recorded {getattr(entry, name)}, replayed {replayed[name]}")
-    if len(curve) != len(entry.val_accuracy_curve) or not np.allclose(
-        curve, entry.val_accuracy_curve, rtol=0, atol=tolerance
+        mine, theirs = getattr(rerun, name), getattr(entry, name)
+        if mine != theirs:
+            problems.append(f"{name}: recorded {theirs}, re-run {mine}")
+    curve, recorded_curve = rerun.val_accuracy_curve, entry.val_accuracy_curve
+    if len(curve) != len(recorded_curve) or not np.allclose(
+        curve, recorded_curve, rtol=0, atol=tolerance
     ):
-        problems.append("val_accuracy_curve differs")
-    return Validation(entry.policy, entry.seed, tuple(problems))
+        first = next(
+            (i for i, (a, b) in enumerate(zip(curve, recorded_curve, strict=False)) if a != b),
+            min(len(curve), len(recorded_curve)),
+        )
+        problems.append(f"val_accuracy_curve differs from step {first + 1}")
+    return problems
 
 
 def validate_board(
@@ -621,9 +992,20 @@ def validate_board(
     *,
     policy: str | None = None,
     seeds: Sequence[int] | None = None,
-    tolerance: float = 1e-6,
+    tolerance: float = 0.0,
+    trust_agents: bool = False,
 ) -> list[Validation]:
-    """Replays the board's episodes (optionally one policy's, or some seeds) and checks them."""
+    """Re-runs the board's episodes (optionally one policy's, or some seeds) and checks them.
+
+    Each episode runs its recorded policy (an agent only if its file still has the
+    recorded SHA-256) from its recorded seed, with the recorded torch threads, on the
+    recorded device (deterministic algorithms on CUDA, as recorded), and must choose
+    the recorded actions and reach the recorded accuracies, return and curve: exactly,
+    unless `tolerance` allows more.
+
+    Raises:
+        ValueError: No episode matches, or an agent's file is not the recorded one.
+    """
     entries = read_board(board_path(out_dir, env_id))
     kwargs, _ = board_settings(entries, env_id)
     chosen = [
@@ -633,11 +1015,45 @@ def validate_board(
     ]
     if not chosen:
         raise ValueError(f"no episodes of {env_id} match policy={policy!r} seeds={seeds}")
-    env = gym.make(env_id, **kwargs)
-    try:
-        return [replay(env, entry, tolerance) for entry in chosen]
-    finally:
-        env.close()
+    for entry in chosen:
+        model = agent_path(entry.policy)
+        if model is not None and file_sha256(model) != entry.agent_sha256:
+            raise ValueError(
+                f"{model} is not the agent on the board (SHA-256 {entry.agent_sha256}); "
+                "fetch the recorded file or run the board again"
+            )
+    results: list[Validation] = []
+    for device in sorted({e.device or "cpu" for e in chosen}):
+        on_device = [e for e in chosen if (e.device or "cpu") == device]
+        if make_reproducible(torch.device(device)) != on_device[0].deterministic_algorithms:
+            raise ValueError(f"the records on {device} disagree on deterministic algorithms")
+        env = gym.make(env_id, **merge_kwargs(kwargs, {"train": {"device": device}}))
+        policies: dict[str, Any] = {}
+        try:
+            for entry in on_device:
+                fix_threads(entry.torch_threads)
+                if entry.policy not in policies:
+                    policies[entry.policy] = load_policy(
+                        entry.policy,
+                        env,
+                        seed=entry.seed,
+                        deterministic=entry.greedy,
+                        trust=trust_agents,
+                    )
+                rerun = run_episode(
+                    env, policies[entry.policy], seed=entry.seed, policy_name=entry.policy
+                )
+                results.append(
+                    Validation(
+                        entry.policy,
+                        entry.seed,
+                        tuple(compare_episode(entry, rerun, tolerance)),
+                        machine_differences(entry),
+                    )
+                )
+        finally:
+            env.close()
+    return results
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -657,16 +1073,47 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
     run.add_argument("--threads", type=int, default=2, help="torch CPU threads (recorded)")
     run.add_argument(
+        "--agent-command",
+        action="append",
+        default=[],
+        metavar="SPEC=COMMAND",
+        help="the command that trained agent SPEC (ALGO:PATH), when its run folder does not say",
+    )
+    run.add_argument(
         "--render", action=argparse.BooleanOptionalAction, default=True, help="render afterwards"
     )
     show = commands.add_parser("render", help="write the board's Markdown table and plots")
+    show.add_argument(
+        "--readme", type=Path, help="also regenerate the board's section of this README"
+    )
     check = commands.add_parser("validate", help="replay recorded episodes and check them")
     check.add_argument("--policy", help="only this policy's episodes")
     check.add_argument("--seed", type=int, nargs="*", help="only these seeds")
-    check.add_argument("--tolerance", type=float, default=1e-6)
+    check.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="allowed float difference (0: exact, what the same machine kind reproduces)",
+    )
+    for sub in (run, check):
+        sub.add_argument(
+            "--trust-agent",
+            action="store_true",
+            help="load agent files that need unpickling: this runs code from the file",
+        )
     for sub in (show, check):
         sub.add_argument("--env", required=True, help="registered env id")
-    for sub in (run, show, check):
+    compare = commands.add_parser(
+        "compare", help="compare the policies of several boards (worlds) with rliable's plots"
+    )
+    compare.add_argument("--envs", nargs="+", required=True, help="registered env ids")
+    compare.add_argument(
+        "--normalise",
+        choices=list(NORMALISATIONS),
+        default="noop",
+        help="score per world: " + "; ".join(f"{k}: {v}" for k, v in NORMALISATIONS.items()),
+    )
+    for sub in (run, show, check, compare):
         sub.add_argument("--out-dir", type=Path, default=BOARD_DIR)
     args = parser.parse_args(argv)
 
@@ -680,19 +1127,34 @@ def main(argv: list[str] | None = None) -> int:
             env_kwargs=parse_key_values(args.env_kwargs),
             out_dir=args.out_dir,
             deterministic=args.deterministic,
+            agent_commands=dict(item.partition("=")[::2] for item in args.agent_command),
+            trust_agents=args.trust_agent,
         )
         if args.render:
             print(f"wrote {render_board(args.env, args.out_dir)}")
         return 0
     if args.command == "render":
         print(f"wrote {render_board(args.env, args.out_dir)}")
+        if args.readme:
+            update_readme(args.readme, args.env, args.out_dir)
+            print(f"updated {args.readme}")
+        return 0
+    if args.command == "compare":
+        print(f"wrote {render_comparison(args.envs, args.out_dir, normalise=args.normalise)}")
         return 0
     results = validate_board(
-        args.env, args.out_dir, policy=args.policy, seeds=args.seed, tolerance=args.tolerance
+        args.env,
+        args.out_dir,
+        policy=args.policy,
+        seeds=args.seed,
+        tolerance=args.tolerance,
+        trust_agents=args.trust_agent,
     )
     for result in results:
         verdict = "ok" if result.ok else "MISMATCH: " + "; ".join(result.mismatches)
-        print(f"{result.policy} seed {result.seed}: {verdict}")
+        if result.machine and not result.ok:
+            verdict += " (this machine differs: " + "; ".join(result.machine) + ")"
+        print(f"{result.policy} seed {result.seed}: {verdict}", flush=True)
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed}/{len(results)} episodes reproduced")
     return 1 if failed else 0

@@ -21,6 +21,22 @@ def fix_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def make_reproducible(device: torch.device) -> bool:
+    """Sets what makes a run on `device` replay exactly; returns whether that took settings.
+
+    On CUDA: PyTorch's deterministic algorithms, cuBLAS's fixed workspace
+    (`CUBLAS_WORKSPACE_CONFIG`, read when cuBLAS starts: call this before any CUDA work)
+    and no cuDNN autotuning. On the CPU nothing is needed beyond `fix_threads`: its
+    kernels are deterministic at a fixed thread count.
+    """
+    if device.type != "cuda":
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    return True
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else `platform.processor()`)."""
     info = Path("/proc/cpuinfo")

@@ -4,8 +4,10 @@ On the multi-agent env over `Esper-CIFAR-Mini-v0` (real CIFAR-10 subset, mini
 host, 12 epochs), for each seed, two episodes on the same env: the team
 (`PoolTamiyo`, `HeuristicEmrakul`, `HeuristicKarn`) and HeuristicTamiyo with
 Emrakul and Karn always waiting. Reports final test accuracy, final parameters
-(bare host plus seeds), and wall seconds, per seed and as means, plus what
-Emrakul and Karn did. The report is rewritten after every episode, so an
+(bare host plus seeds), and wall seconds, per seed and as means with 95% t
+intervals, the team's paired test-accuracy difference from Tamiyo alone with
+its probability of improvement (`benchmarks.stats`), plus what Emrakul and
+Karn did. The report is rewritten after every episode, so an
 interrupted run still leaves its finished episodes.
 
 Usage:
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,16 +33,11 @@ from agents.multi_agent_policies import (
     run_team_episode,
     tamiyo_alone,
 )
+from benchmarks.stats import paired_difference, probability_of_improvement, t_interval
 from esper_env.envs.multi_agent import EsperMultiAgentEnv
 
 PRESET = "Esper-CIFAR-Mini-v0"
 TEAMS = ("heuristic team", "tamiyo alone")
-
-
-def _mean(values: list[float], digits: int) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def render(
@@ -69,7 +65,7 @@ def render(
         )
     lines += [
         "",
-        "Means over seeds (± sample standard deviation):",
+        "Means over seeds (± half-width of the 95% t interval):",
         "",
         "| team | episodes | final test acc | final params | seconds |",
         "| --- | --- | --- | --- | --- |",
@@ -78,10 +74,25 @@ def render(
         mine = [r for r in results if r.team == team]
         if mine:
             lines.append(
-                f"| {team} | {len(mine)} | {_mean([r.final_test_accuracy for r in mine], 3)} | "
-                f"{_mean([float(r.params) for r in mine], 0)} | "
-                f"{_mean([r.wall_seconds for r in mine], 1)} |"
+                f"| {team} | {len(mine)} "
+                f"| {t_interval([r.final_test_accuracy for r in mine]).plus_minus(digits=3)} "
+                f"| {t_interval([float(r.params) for r in mine]).plus_minus(digits=0)} "
+                f"| {t_interval([r.wall_seconds for r in mine]).plus_minus(digits=1)} |"
             )
+    together, alone = (
+        {r.seed: r.final_test_accuracy for r in results if r.team == name} for name in TEAMS
+    )
+    paired = paired_difference(together, alone)
+    if paired is not None:
+        chance = probability_of_improvement(
+            [together[s] for s in paired.seeds], [alone[s] for s in paired.seeds]
+        )
+        lines += [
+            "",
+            f"Heuristic team - Tamiyo alone, final test acc on the same {len(paired.seeds)} "
+            f"seeds: {paired.difference.plus_minus(digits=3, signed=True)} (95% paired t "
+            f"interval); P(team > alone) {chance.bounds()} (95% bootstrap interval).",
+        ]
     lines += ["", "Successful operations of the team (epoch, agent, op, slot or parent):", ""]
     for r in results:
         if r.team == TEAMS[0]:

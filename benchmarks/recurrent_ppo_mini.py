@@ -4,7 +4,9 @@ Reads a finished (or interrupted) run of `scripts/train_agent.py`, plots its lea
 curve (training episode return and final validation accuracy against timesteps, with
 the periodic evaluations), evaluates its final and best models on held-out seeds with
 `scripts/evaluate_agent.py`, and NoOp and RandomMasked on the same seeds with
-`scripts/run_policy.py`, then writes a markdown summary.
+`scripts/run_policy.py`, then writes a markdown summary (means with 95% t
+intervals, paired differences from NoOp and probabilities of improvement over
+it: `benchmarks.stats`).
 
 Usage (the run itself, then this report):
     ESPER_DATA_DIR=../shared/datasets python scripts/train_agent.py --algo recurrent_ppo \
@@ -33,6 +35,7 @@ import numpy as np
 import yaml
 
 from agents.rollout import EpisodeResult
+from benchmarks.stats import paired_difference, probability_of_improvement, t_interval
 from scripts.evaluate_agent import main as evaluate_agent
 from scripts.run_policy import main as run_policy
 
@@ -72,10 +75,10 @@ def plot_curve(run: Path, baselines: dict[str, list[EpisodeResult]], out: Path) 
         ax_return.errorbar(
             evaluations["timesteps"],
             evaluations["results"].mean(axis=1),
-            yerr=evaluations["results"].std(axis=1),
+            yerr=[t_interval(returns).half_width for returns in evaluations["results"]],
             fmt="s",
             color="C3",
-            label="evaluation (deterministic)",
+            label="evaluation (deterministic, 95% t CI)",
         )
         _, evals = read_monitor(run / "eval" / "0.monitor.csv")
         per_eval = len(evals) // max(len(evaluations["timesteps"]), 1)
@@ -146,8 +149,21 @@ def evaluate(
     return results
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+def _mean_ci(values: list[float]) -> str:
+    return t_interval(values).plus_minus(digits=3)
+
+
+def _against_noop(episodes: list[EpisodeResult], noop: list[EpisodeResult]) -> str:
+    """Paired test-accuracy difference from noop and P(test acc > noop), as two table cells."""
+    mine = {e.seed: e.final_test_accuracy for e in episodes}
+    base = {e.seed: e.final_test_accuracy for e in noop}
+    paired = None if episodes is noop else paired_difference(mine, base)
+    if paired is None:
+        return "- | -"
+    chance = probability_of_improvement(
+        [mine[s] for s in paired.seeds], [base[s] for s in paired.seeds]
+    )
+    return f"{paired.difference.plus_minus(digits=3, signed=True)} | {chance.bounds()}"
 
 
 def report(run: Path, results: dict[str, list[EpisodeResult]], png: Path, jsonl: Path) -> str:
@@ -182,10 +198,10 @@ def report(run: Path, results: dict[str, list[EpisodeResult]], png: Path, jsonl:
         f"learning_rate {config['learning_rate']}, ent_coef {config['ent_coef']}, "
         f"LSTM {config['policy_kwargs']['lstm_hidden_size']}, net_arch "
         f"{config['policy_kwargs']['net_arch']}.",
-        f"- Training episodes, first 20 vs last 20: return "
-        f"{_mean_std([r['r'] for r in first])} -> {_mean_std([r['r'] for r in last])}; "
-        f"final val acc {_mean_std([r['final_val_accuracy'] for r in first])} -> "
-        f"{_mean_std([r['final_val_accuracy'] for r in last])}; seeds germinated per episode "
+        f"- Training episodes, first 20 vs last 20 (mean ± 95% t CI): return "
+        f"{_mean_ci([r['r'] for r in first])} -> {_mean_ci([r['r'] for r in last])}; "
+        f"final val acc {_mean_ci([r['final_val_accuracy'] for r in first])} -> "
+        f"{_mean_ci([r['final_val_accuracy'] for r in last])}; seeds germinated per episode "
         f"{statistics.mean(r['seeds_germinated'] for r in first):.2f} -> "
         f"{statistics.mean(r['seeds_germinated'] for r in last):.2f}; refused actions "
         f"{statistics.mean(r['refused_actions'] for r in first):.2f} -> "
@@ -195,17 +211,20 @@ def report(run: Path, results: dict[str, list[EpisodeResult]], png: Path, jsonl:
         "",
         f"## Held-out evaluation: seeds {seeds[0]}-{seeds[-1]} (deterministic agent)",
         "",
-        f"Per-episode records (`EpisodeResult` JSON lines): `{jsonl.name}`.",
+        f"Per-episode records (`EpisodeResult` JSON lines): `{jsonl.name}`. Means ± 95% t CI;",
+        "test acc - noop: the mean per-seed difference ± its 95% paired t CI; P(> noop): the",
+        "probability of improvement in test accuracy with its 95% bootstrap CI.",
         "",
-        "| policy | return (mean ± std) | final test acc | final val acc | params added "
-        "| germinated / fossilized / pruned | refused actions | s / step |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | return | final test acc | final val acc | test acc - noop | P(> noop) "
+        "| params added | germinated / fossilized / pruned | refused actions | s / step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, episodes in results.items():
         lines.append(
-            f"| {name} | {_mean_std([e.episode_return for e in episodes])} "
-            f"| {_mean_std([e.final_test_accuracy for e in episodes])} "
-            f"| {_mean_std([e.final_val_accuracy for e in episodes])} "
+            f"| {name} | {_mean_ci([e.episode_return for e in episodes])} "
+            f"| {_mean_ci([e.final_test_accuracy for e in episodes])} "
+            f"| {_mean_ci([e.final_val_accuracy for e in episodes])} "
+            f"| {_against_noop(episodes, results['noop'])} "
             f"| {statistics.mean(e.params_added for e in episodes):.0f} "
             f"| {statistics.mean(e.seeds_germinated for e in episodes):.1f} / "
             f"{statistics.mean(e.seeds_fossilized for e in episodes):.1f} / "

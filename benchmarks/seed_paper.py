@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shlex
 import statistics
@@ -40,8 +39,8 @@ from pydantic import Field
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.rollout import load_policy, run_episode
-from benchmarks.leaderboard import mean_ci
 from benchmarks.machine import fix_threads
+from benchmarks.stats import iqm, paired_difference, probability_of_improvement, t_interval
 from blueprints.compiler import BlueprintModule
 from esper_env.contracts import StrictModel
 from esper_env.envs.world import World
@@ -203,36 +202,41 @@ def render(rows: list[SeedPaperRow], header: str) -> str:
     lines = [
         header,
         "",
-        "Ours: mean over the seeds ± half-width of the 95% t interval; row - baseline:",
-        "the same over the per-seed differences (paired).",
+        "Ours: mean over the seeds ± half-width of the 95% t interval, and the IQM with its",
+        "95% stratified-bootstrap interval [low, high]; row - baseline: the mean per-seed",
+        "difference ± its 95% paired t interval; P(row > baseline): the probability of",
+        "improvement with its 95% bootstrap interval.",
         "",
-        "| row | original test acc (%) | ours test acc (%) | row - baseline (points) | seeds "
-        "| params added | epochs | wall (s) | architecture (first seed) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| row | original test acc (%) | ours test acc (%) | ours IQM (%) "
+        "| row - baseline (points) | P(row > baseline) | seeds | params added | epochs "
+        "| wall (s) | architecture (first seed) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by_row: dict[str, dict[int, SeedPaperRow]] = {}
     for r in rows:
         by_row.setdefault(r.row, {})[r.seed] = r
     baseline = by_row.get("baseline (noop)", {})
+    base = {seed: run.test_accuracy for seed, run in baseline.items()}
     for name, original in ORIGINAL.items():
         runs = by_row.get(name)
         if not runs:
-            lines.append(f"| {name} | {original:.2f} | (not run) | | | | | | |")
+            lines.append(f"| {name} | {original:.2f} | (not run) | | | | | | | | |")
             continue
         seeds = sorted(runs)
-        mean, half = mean_ci([runs[s].test_accuracy for s in seeds])
-        paired = [s for s in seeds if s in baseline]
-        diff_text = ""
-        if name != "baseline (noop)" and len(paired) >= 2:
-            diff, dhalf = mean_ci(
-                [runs[s].test_accuracy - baseline[s].test_accuracy for s in paired]
-            )
-            diff_text = f"{100 * diff:+.2f} ± {100 * dhalf:.2f}"
+        tests = {s: runs[s].test_accuracy for s in seeds}
+        paired = paired_difference(tests, base) if name != "baseline (noop)" else None
+        diff_text, chance = "", ""
+        if paired is not None:
+            diff_text = paired.difference.plus_minus(100, signed=True)
+            chance = probability_of_improvement(
+                [tests[s] for s in paired.seeds], [base[s] for s in paired.seeds]
+            ).bounds()
         added = statistics.fmean(runs[s].params_added for s in seeds)
         wall = statistics.fmean(runs[s].wall_seconds for s in seeds)
         first = runs[seeds[0]]
         lines.append(
-            f"| {name} | {original:.2f} | {_pm(mean, half)} | {diff_text} | {len(seeds)} "
+            f"| {name} | {original:.2f} | {t_interval(list(tests.values())).plus_minus(100)} "
+            f"| {iqm(list(tests.values())).bounds(100)} | {diff_text} | {chance} | {len(seeds)} "
             f"| {added:,.0f} | {first.epochs} | {wall:.0f} | {first.architecture} |"
         )
     same = sorted(
@@ -250,10 +254,6 @@ def render(rows: list[SeedPaperRow], header: str) -> str:
             "bit-identical), so they train the bare host with the baseline's batches.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _pm(mean: float, half: float) -> str:
-    return f"{100 * mean:.2f}" if math.isnan(half) else f"{100 * mean:.2f} ± {100 * half:.2f}"
 
 
 def main(argv: list[str] | None = None) -> list[SeedPaperRow]:

@@ -7,7 +7,8 @@ Example:
 The records have the schema of `scripts/run_policy.py` (policy name `ALGO:PATH`), so
 trained agents and baselines compare on equal terms. When the model sits in a run folder
 of `train_agent.py`, the env kwargs it was trained with are used unless `--env-kwargs`
-is given.
+is given. The model file is untrusted input: nothing pickled in it is loaded (see
+`agents.zoo.safe_load`) unless `--trust-agent` is given, which runs code from it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agents.rollout import EpisodeResult, run_episodes
 from agents.zoo.algos import ALGOS
 from agents.zoo.envs import make_esper_env
 from agents.zoo.policy import load_sb3_policy
+from agents.zoo.safe_load import TRUST_AGENT_HELP
 
 
 def resolve_model(args: argparse.Namespace) -> Path:
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--device", default="cpu", help="torch device of the policy")
     parser.add_argument("--out", type=Path, help="append one JSON line per episode to this file")
+    parser.add_argument("--trust-agent", action="store_true", help=TRUST_AGENT_HELP)
     args = parser.parse_args(argv)
 
     model_path = resolve_model(args)
@@ -93,7 +96,12 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
             print(f"env kwargs of the training run: {env_kwargs}")
     env = make_esper_env(args.env, env_kwargs)
     policy = load_sb3_policy(
-        args.algo, model_path, device=args.device, deterministic=args.deterministic
+        args.algo,
+        model_path,
+        env,
+        device=args.device,
+        deterministic=args.deterministic,
+        trust=args.trust_agent,
     )
     name = f"{args.algo}:{model_path}"
     seeds = range(args.seed, args.seed + args.episodes)

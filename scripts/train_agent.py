@@ -9,6 +9,8 @@ A run lives in `{log_folder}/{algo}/{env}_{N}/`: `{env}.zip` (final model),
 `eval/0.monitor.csv`, and `{env}/config.yml` + `{env}/args.yml` (effective
 hyperparameters and arguments). Ctrl-C saves `{env}.zip`; `-i` resumes from any saved
 model, continuing the timestep count, the monitor files and `evaluations.npz` of its run.
+The model file is untrusted input: `-i` loads nothing pickled from it (see
+`agents.zoo.safe_load`) unless `--trust-agent` is given, which runs code from the file.
 
 `--multi-agent` trains Tamiyo, Emrakul and Karn on the PettingZoo env instead, with
 separate policies in rounds of alternating best response (see `train_multi_agent`):
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -51,6 +54,7 @@ from agents.zoo.callbacks import (
 from agents.zoo.envs import MONITOR_KEYS, make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
 from agents.zoo.policy import SB3Policy, check_semantics, stamp_semantics
+from agents.zoo.safe_load import TRUST_AGENT_HELP, load_model
 from esper_env.envs.multi_agent import AGENTS
 from esper_env.envs.presets import preset_config
 
@@ -122,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides of the hyperparameter file (policy_kwargs.lstm_hidden_size:32)",
     )
     parser.add_argument("-i", "--trained-agent", type=Path, help="saved model to continue")
+    parser.add_argument("--trust-agent", action="store_true", help=f"for -i: {TRUST_AGENT_HELP}")
     parser.add_argument("--tensorboard-log", default="", help="TensorBoard folder (off if empty)")
     parser.add_argument("--track", action="store_true", help="log the run to Weights & Biases")
     parser.add_argument("--wandb-project", default="esper")
@@ -136,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--verbose", type=int, default=1)
     multi = parser.add_argument_group(
-        "multi-agent", "evaluation, checkpoints, -i and --track are single-agent only"
+        "multi-agent",
+        "evaluation, checkpoints, -i, --trust-agent and --track are single-agent only",
     )
     multi.add_argument(
         "--multi-agent",
@@ -268,18 +274,26 @@ def train(args: argparse.Namespace) -> TrainResult:
         )
 
     tensorboard_log = f"{args.tensorboard_log}/{args.algo}" if args.tensorboard_log else None
-    algo_kwargs = hyperparams.algo_kwargs()
     if args.trained_agent is not None:
-        algo_kwargs.pop("policy_kwargs")  # fixed by the saved model
-        model = cls.load(
-            args.trained_agent,
-            env=env,
-            device=args.device,
-            tensorboard_log=tensorboard_log,
-            verbose=args.verbose,
-            **algo_kwargs,
-        )
-        check_semantics(model, args.trained_agent)
+        # The file is untrusted input: nothing pickled in it is loaded unless --trust-agent.
+        # It goes on with this run's hyperparameters; its policy_kwargs fix the network.
+        try:
+            model = load_model(
+                args.algo,
+                args.trained_agent,
+                env,
+                device=args.device,
+                trust=args.trust_agent,
+                hyperparams=hyperparams,
+                tensorboard_log=tensorboard_log,
+                verbose=args.verbose,
+            )
+            check_semantics(model, args.trained_agent)
+        except ValueError:  # refused or unfit: the envs' worker processes must not outlive it
+            env.close()
+            if eval_env is not None:
+                eval_env.close()
+            raise
     else:
         model = _new_model(cls, hyperparams, env, args, tensorboard_log)
     n_timesteps = _planned_timesteps(args, hyperparams, model, resume_in)
@@ -428,6 +442,7 @@ def train_multi_agent(args: argparse.Namespace) -> MultiAgentTrainResult:
         raise ValueError(SHARED_POLICY_IMPOSSIBLE)
     single_only = {
         "-i": args.trained_agent is not None,
+        "--trust-agent": args.trust_agent,
         "--track": args.track,
         "--save-freq": args.save_freq > 0,
     }
@@ -549,8 +564,8 @@ def _print_multi_agent_summary(
         )
         lines.append(f"  {agent:<8} {path} ({result.num_timesteps[agent]} timesteps{recent})")
     lines.append(
-        "  act with    agents.zoo.policy.load_sb3_policy(algo, path) on "
-        "agents.multi_agent_sb3.make_agent_view(agent, ...)"
+        "  act with    agents.zoo.policy.load_sb3_policy(algo, path, view) in "
+        "view = agents.multi_agent_sb3.make_agent_view(agent, ...)"
     )
     lines.append("=" * 72)
     print("\n".join(lines))
@@ -661,8 +676,14 @@ def _new_model(
 
 
 def main(argv: list[str] | None = None) -> TrainResult | MultiAgentTrainResult:
-    """Runs the command line: `train`, or `train_multi_agent` with `--multi-agent`."""
+    """Runs the command line: `train`, or `train_multi_agent` with `--multi-agent`.
+
+    The command itself lands in the run's `args.yml` (key `command`): the leaderboard
+    records it beside each agent it evaluates.
+    """
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["python", "scripts/train_agent.py", *argv])
     if args.multi_agent:
         return train_multi_agent(args)
     if args.shared_policy:
@@ -671,4 +692,4 @@ def main(argv: list[str] | None = None) -> TrainResult | MultiAgentTrainResult:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -32,15 +32,12 @@ MONITOR_KEYS = (
 
 
 def make_esper_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """Makes a registered Esper env; an `episode_epochs` override also sets the TimeLimit.
+    """Makes a registered Esper env.
 
     The `esper_env:` prefix makes Gymnasium import (and so register) the package,
     which a freshly spawned worker process has not done yet.
     """
-    kwargs = dict(env_kwargs)
-    if "episode_epochs" in kwargs:
-        kwargs["max_episode_steps"] = kwargs["episode_epochs"]
-    return gym.make(f"esper_env:{env_id}", **kwargs)
+    return gym.make(f"esper_env:{env_id}", **env_kwargs)
 
 
 def _factory(

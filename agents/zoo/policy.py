@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+from agents.zoo.safe_load import load_model
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 
@@ -79,24 +81,35 @@ class SB3Policy:
 
 
 def load_sb3_policy(
-    algo: str, path: str | Path, *, device: str = "cpu", deterministic: bool = True
+    algo: str,
+    path: str | Path,
+    env: gym.Env | None = None,
+    *,
+    device: str = "cpu",
+    deterministic: bool = True,
+    trust: bool = False,
 ) -> SB3Policy:
-    """Loads a saved agent (`.zip`) as a `Policy`.
+    """Loads a saved agent (`.zip`) as a `Policy`, without running code from the file.
+
+    The file is untrusted input: `agents.zoo.safe_load.load_model` rebuilds everything
+    SB3 stores as a pickle, and refuses what it cannot rebuild, unless `trust`.
 
     Args:
         algo: `--algo` name it was trained with.
         path: The saved model.
+        env: The env it will act in (its spaces are used and checked against the file's);
+            without one, the spaces are rebuilt from the file's description of them.
         device: Torch device of the policy network.
         deterministic: Greedy actions instead of sampled ones.
+        trust: Unpickle the file's entries as SB3 does: runs code from the file.
 
     Raises:
-        ValueError: Unknown algo, or an agent of other env semantics.
+        ValueError: Unknown algo, an agent of other env semantics, or of other spaces
+            than `env`'s.
+        UntrustedAgentError: The file needs unpickling (the message names the entries)
+            and `trust` is off.
         FileNotFoundError: No file at `path`.
     """
-    cls = algo_class(algo)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from train_agent.py)")
-    model = cls.load(path, device=device)
+    model = load_model(algo, path, env, device=device, trust=trust, attach_env=False)
     check_semantics(model, path)
     return SB3Policy(model, algo, deterministic=deterministic)

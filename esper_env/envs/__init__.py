@@ -2,19 +2,21 @@
 
 import gymnasium as gym
 
-from esper_env.envs.presets import ENV_PRESETS, preset_config
+from esper_env.envs.presets import ENV_PRESETS
 
 
 def register_envs() -> None:
-    """Registers every id in `ENV_PRESETS` (idempotent: skips ids already registered)."""
+    """Registers every id in `ENV_PRESETS` (idempotent: skips ids already registered).
+
+    No `max_episode_steps`: the env itself truncates its episode when the epoch budget
+    (`episode_epochs`, in any override) is spent, so a registered TimeLimit could only
+    disagree with it. `gym.make(..., max_episode_steps=N)` still cuts episodes shorter.
+    """
     for env_id in ENV_PRESETS:
         if env_id in gym.registry:
             continue
         gym.register(
-            id=env_id,
-            entry_point="esper_env.envs.cifar:EsperCifarEnv",
-            max_episode_steps=preset_config(env_id).episode_epochs,
-            kwargs={"preset": env_id},
+            id=env_id, entry_point="esper_env.envs.cifar:EsperCifarEnv", kwargs={"preset": env_id}
         )
 
 

@@ -58,8 +58,17 @@ def test_growth_report_pairs_the_board_with_the_headroom(
     tmp_path: Path, tiny_env_kwargs: dict[str, Any]
 ) -> None:
     env = "Esper-CIFAR-Mini-v0"
-    setting = {"env_kwargs": {}, "obs_version": 2, "torch_threads": 2, "cpu": "cpu"}
-    setting["env_semantics_version"] = ENV_SEMANTICS_VERSION
+    setting = {
+        "env_kwargs": {},
+        "obs_version": 2,
+        "env_semantics_version": ENV_SEMANTICS_VERSION,
+        "torch_threads": 2,
+        "cpu": "cpu",
+        "torch_version": "2.13.0",
+        "numpy_version": "2.0.0",
+        "deterministic_algorithms": False,
+        "greedy": True,
+    }
     episodes = [
         result("noop", 1000, final_test_accuracy=0.40, episode_return=7.0),
         result("noop", 1001, final_test_accuracy=0.50, episode_return=8.0),
@@ -99,3 +108,35 @@ def test_growth_report_pairs_the_board_with_the_headroom(
     assert "**+5.00 ± 0.00** test-accuracy points" in text
     # grow - noop: +3 and +2 points, mean 2.5 of a 5-point headroom.
     assert "| grow | 2 | +2.50 ±" in text and "| 50% |" in text
+    # grow beats noop in 3 of the 4 pairs of runs (0.43 < 0.50).
+    assert "| P(> noop) (95% CI) |" in text and "| 0.75 [" in text
+
+
+def _arm_row(arm: str, seed: int, accuracy: float) -> HeadroomRow:
+    return HeadroomRow(
+        env_id="Esper-CIFAR-Mini-v0",
+        env_kwargs={},
+        arm=arm,
+        seed=seed,
+        final_val_accuracy=accuracy,
+        final_test_accuracy=accuracy,
+        added_params=0 if arm == "bare" else 100,
+        wall_seconds=1.0,
+        machine={"cpu": "cpu", "torch_threads": 2},
+    )
+
+
+def test_headroom_report_pairs_each_arm_with_bare() -> None:
+    rows = [_arm_row("bare", s, a) for s, a in ((1, 0.40), (2, 0.50), (3, 0.45))]
+    rows += [_arm_row("grown", s, a) for s, a in ((1, 0.45), (2, 0.56), (3, 0.49))]
+    lines = {
+        line.split(" | ")[0]: line.split(" | ") for line in headroom.render(rows, "c").splitlines()
+    }
+    # bare: sd 5 points, t(2) = 4.303 -> ± 4.303 * 5 / sqrt(3) = 12.42; three values: IQM = mean.
+    assert lines["| bare"][1:7] == ["3", "45.00 ± 12.42", "45.00 [40.00, 50.00]", "-", "-", "-"]
+    grown = lines["| grown"]
+    # Differences 5, 6, 4 points: mean 5, sd 1 -> ± 4.303 / sqrt(3) = 2.48.
+    assert grown[2].startswith("50.00 ± ") and grown[4:6] == ["+5.00 ± 2.48", "yes"]
+    # P(grown > bare) over the 9 pairs of runs: 0.45 beats 0.40 and ties 0.45, 0.56 beats
+    # all three, 0.49 beats two: 6.5 / 9.
+    assert grown[6].startswith(f"{6.5 / 9:.2f} [")

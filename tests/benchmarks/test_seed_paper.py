@@ -93,3 +93,39 @@ def test_seed_paper_writes_the_four_rows_per_seed_and_resumes(
     rerun = seed_paper.main(argv)  # nothing rerun
     assert [(r.row, r.seed) for r in rerun] == expected
     assert len((tmp_path / "seed_paper.jsonl").read_text().splitlines()) == 8
+
+
+def _paper_row(row: str, seed: int, accuracy: float) -> seed_paper.SeedPaperRow:
+    return seed_paper.SeedPaperRow(
+        row=row,
+        seed=seed,
+        test_accuracy=accuracy,
+        val_accuracy=accuracy,
+        params=100,
+        params_added=0,
+        epochs=8,
+        wall_seconds=1.0,
+        architecture="bare host",
+    )
+
+
+def test_seed_paper_report_pairs_each_row_with_the_baseline() -> None:
+    rows = [_paper_row("baseline (noop)", 1000 + i, a) for i, a in enumerate((0.60, 0.62, 0.61))]
+    rows += [_paper_row("fixed schedule", 1000 + i, a) for i, a in enumerate((0.64, 0.65, 0.66))]
+    rows.append(_paper_row("Tamiyo-driven (heuristic)", 1000, 0.70))  # one seed: no interval
+    lines = seed_paper.render(rows, "# header").splitlines()
+    header = next(line for line in lines if line.startswith("| row |"))
+    cells = {line.split(" | ")[0]: line.split(" | ") for line in lines if line.startswith("| ")}
+    assert "| ours IQM (%) |" in header and "| P(row > baseline) |" in header
+    # fixed: sd 1 point, t(2) = 4.303 -> ± 2.48; differences 4, 3, 5 points: the same spread;
+    # every fixed seed beats every baseline seed.
+    assert cells["| fixed schedule"][2:6] == [
+        "65.00 ± 2.48",
+        "65.00 [64.00, 66.00]",
+        "+4.00 ± 2.48",
+        "1.00 [1.00, 1.00]",
+    ]
+    assert cells["| Tamiyo-driven (heuristic)"][2:7] == ["70.00", "70.00", "", "", "1"]
+    assert cells["| baseline (noop)"][4:6] == ["", ""]
+    scratch = next(line for line in lines if line.startswith(f"| {seed_paper.SCRATCH_ROW} |"))
+    assert scratch.count("|") == header.count("|")

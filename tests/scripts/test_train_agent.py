@@ -1,16 +1,24 @@
+import base64
 import json
+import os
+import shlex
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pytest
 import yaml
 from zoo_helpers import read_monitor, read_wandb_history, tiny_train_args
 
 from agents.rollout import run_episode
+from agents.zoo.algos import algo_class
 from agents.zoo.callbacks import EsperMetricsCallback
 from agents.zoo.envs import make_esper_env
-from agents.zoo.policy import load_sb3_policy
+from agents.zoo.policy import load_sb3_policy, stamp_semantics
+from agents.zoo.safe_load import UntrustedAgentError
+from benchmarks import leaderboard
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from scripts.train_agent import main
 
@@ -56,13 +64,15 @@ def test_smoke_run_saves_reloads_and_evaluates(
     assert config["n_envs"] == n_envs
     saved_args = yaml.safe_load((run / "Esper-CIFAR-Mini-v0" / "args.yml").read_text())
     assert saved_args["algo"] == algo
+    assert saved_args["command"].startswith(f"python scripts/train_agent.py --algo {algo} ")
+    assert leaderboard.training_command(result.model_path) == saved_args["command"]
     monitor = [row for i in range(n_envs) for row in read_monitor(run / f"{i}.monitor.csv")]
     assert len(monitor) == 32 // tiny_env_kwargs["episode_epochs"]
     assert all(0 < row["final_val_accuracy"] <= 1 for row in monitor)
     assert len(result.episodes) == len(monitor)
 
     env = make_esper_env("Esper-CIFAR-Mini-v0", tiny_env_kwargs)
-    policy = load_sb3_policy(algo, result.model_path)
+    policy = load_sb3_policy(algo, result.model_path, env)
     # The saved agent records the env semantics it was trained on.
     assert policy.model.env_semantics_version == ENV_SEMANTICS_VERSION
     episode = run_episode(env, policy, seed=7, policy_name=f"{algo}:{result.model_path}")
@@ -179,3 +189,54 @@ def test_bad_env_kwarg_fails_by_name_before_any_folder(tmp_path: Path) -> None:
 def test_bad_hyperparameter_fails_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_stepz"):
         main(["--hyperparams", "n_stepz:8", "-f", str(tmp_path / "logs")])
+
+
+class Touch:
+    """Unpickles into `touch MARKER`: what a hostile agent file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def hostile_agent(algo: str, env_kwargs: dict[str, Any], folder: Path, marker: Path) -> Path:
+    """An agent file with a pickled entry Esper does not know, which creates `marker`."""
+    env = make_esper_env("Esper-CIFAR-Mini-v0", env_kwargs)
+    model = algo_class(algo)("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu")
+    stamp_semantics(model)
+    model.save(folder / "agent.zip")
+    env.close()
+    with zipfile.ZipFile(folder / "agent.zip") as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    data = json.loads(members["data"])
+    blob = base64.b64encode(cloudpickle.dumps(Touch(marker))).decode()
+    data["esper_backdoor"] = {":type:": "<class 'int'>", ":serialized:": blob}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(folder / "hostile.zip", "w") as new:
+        for name, content in members.items():
+            new.writestr(name, content)
+    return folder / "hostile.zip"
+
+
+def test_resume_refuses_a_crafted_agent_unless_trusted(
+    tiny_env_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    marker = tmp_path / "MARKER"
+    hostile = hostile_agent("ppo", tiny_env_kwargs, tmp_path, marker)
+    args = [*tiny_train_args(tiny_env_kwargs, tmp_path / "logs", "ppo"), "-n", "16"]
+    args += ["--eval-freq", "-1", "-i", str(hostile)]
+    with pytest.raises(UntrustedAgentError, match=r"esper_backdoor[\s\S]*--trust-agent"):
+        main(args)
+    assert not marker.exists()
+
+    result = main([*args, "--trust-agent"])
+    assert marker.exists()  # trusting does run the file's code: the flag is the only way in
+    assert result.num_timesteps == 16 and not result.interrupted
+
+
+def test_trust_agent_is_single_agent_only(tiny_env_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    args = tiny_train_args(tiny_env_kwargs, tmp_path / "logs", "ppo")
+    with pytest.raises(ValueError, match="--trust-agent: single-agent only"):
+        main([*args, "--multi-agent", "--trust-agent"])

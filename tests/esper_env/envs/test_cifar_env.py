@@ -27,9 +27,20 @@ def test_check_env_passes_on_every_id(env_id, tiny_env_kwargs):
     env.close()
 
 
-def test_registered_ids_have_their_episode_length():
-    assert gym.spec("Esper-CIFAR-v0").max_episode_steps == 25
-    assert gym.spec("Esper-CIFAR-Mini-v0").max_episode_steps == 15
+def test_registered_ids_leave_the_episode_length_to_the_env():
+    assert gym.spec("Esper-CIFAR-v0").max_episode_steps is None
+    assert preset_config("Esper-CIFAR-v0").episode_epochs == 25
+    assert preset_config("Esper-CIFAR-Mini-v0").episode_epochs == 15
+
+
+def test_an_episode_longer_than_the_preset_runs_to_its_end(tiny_env_kwargs):
+    # Mini's preset is 15 epochs; a registered TimeLimit of 15 would cut this episode.
+    env = make(**{**tiny_env_kwargs, "episode_epochs": 17})
+    env.reset(seed=0)
+    for step in range(1, 18):
+        _, _, terminated, truncated, info = env.step(np.zeros(4, dtype=np.int64))
+        assert not terminated and truncated is (step == 17)
+    assert "final_test_accuracy" in info
     assert gym.spec("Esper-CIFAR-Deep-v0").kwargs == {"preset": "Esper-CIFAR-Deep-v0"}
 
 
