@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
                 md.write_text(render(rows, command))
     finally:
         world.close()
+    md.write_text(render(rows, command))  # also when every row was already there
     return rows
 
 
