@@ -5,6 +5,7 @@ Runs, each as its own command, writing its report under `benchmarks/results/`:
 - `data_bench`: CIFAR-10 load times and augmented batch throughput;
 - `kasmina_overhead`: Kasmina/Tolaria epoch time against plain PyTorch loops;
 - `blueprint_bench`: Tezzeret's plan cache and background compiles;
+- `memory_format_bench`: channels-last against contiguous batches;
 - `env_throughput` (measured here): environment steps per second of one
   `Esper-CIFAR-Mini-v0`, and of `gym.make_vec` over 1, 2 and 4 envs, sync and async;
 
@@ -51,30 +52,35 @@ class Benchmark:
 
     Attributes:
         name: Report name: `benchmarks/results/<name>.md`.
-        script: The script, relative to the repository root.
+        module: The benchmark's module, run with `python -m` from the repository root.
         what: One line on what it measures.
     """
 
     name: str
-    script: str
+    module: str
     what: str
 
     def command(self, results_dir: Path) -> list[str]:
         """The command that regenerates the report."""
-        return [sys.executable, self.script, "--out", str(results_dir / f"{self.name}.md")]
+        return [sys.executable, "-m", self.module, "--out", str(results_dir / f"{self.name}.md")]
 
 
 EXTERNAL = (
-    Benchmark("data_bench", "benchmarks/data_bench.py", "CIFAR-10 loading and batch throughput"),
+    Benchmark("data_bench", "benchmarks.data_bench", "CIFAR-10 loading and batch throughput"),
     Benchmark(
         "kasmina_overhead",
-        "benchmarks/kasmina_overhead.py",
+        "benchmarks.kasmina_overhead",
         "Kasmina/Tolaria epoch time against plain PyTorch loops",
     ),
     Benchmark(
         "blueprint_bench",
-        "benchmarks/blueprint_bench.py",
+        "benchmarks.blueprint_bench",
         "Tezzeret's plan cache and background compiles",
+    ),
+    Benchmark(
+        "memory_format_bench",
+        "benchmarks.memory_format_bench",
+        "channels-last against contiguous batches, one plain PyTorch training step",
     ),
 )
 THROUGHPUT = "env_throughput"

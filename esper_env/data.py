@@ -166,8 +166,8 @@ class DeviceBatches:
 
     Batches are ``(x, y)``: ``x`` float32 B x 3 x 32 x 32 normalised with
     ``CIFAR10_MEAN``/``CIFAR10_STD`` in channels-last memory format (convolutions
-    then run channels-last: about 1.3x faster on CPU, see
-    ``benchmarks/results/env_throughput.md``), ``y`` int64 B, both on ``device``. Shuffling
+    then take faster kernels on CPU: ``benchmarks/memory_format_bench.py``), ``y``
+    int64 B, both on ``device``. Shuffling
     and augmentation (random crop with zero padding 4, then horizontal flip) draw only
     from the CPU generator passed to ``iterate``, so a given generator state gives
     the same batches on CPU and CUDA.
