@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.headroom import RESULTS_DIR, HeadroomRow
+from benchmarks.headroom import RESULTS_DIR, HeadroomRow, read_rows
 from benchmarks.leaderboard import BOARD_DIR, board_path, by_seed, paired_differences, read_board
 from benchmarks.stats import PairedDifference, paired_difference, probability_of_improvement
 
@@ -48,7 +48,7 @@ def headroom(rows: list[HeadroomRow], arm: str) -> PairedDifference:
 def render(env_id: str, board: Path, headroom_file: Path, arm: str) -> str:
     """The Markdown report."""
     entries = read_board(board)
-    rows = [HeadroomRow.model_validate_json(line) for line in headroom_file.open() if line.strip()]
+    rows = read_rows(headroom_file)
     room = headroom(rows, arm)
     lines = [
         f"# Does growth pay on {env_id}?",

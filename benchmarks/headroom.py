@@ -32,6 +32,7 @@ from agents.cli import parse_key_values
 from benchmarks.machine import fix_threads, machine_record
 from benchmarks.stats import iqm, paired_difference, probability_of_improvement, t_interval
 from esper_env.contracts import StrictModel
+from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from esper_env.envs.world import World
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -46,9 +47,10 @@ class Arm(StrictModel):
 
 
 class HeadroomRow(StrictModel):
-    """One arm trained for one episode seed."""
+    """One arm trained for one episode seed, under env semantics `env_semantics_version`."""
 
     env_id: str
+    env_semantics_version: int
     env_kwargs: dict[str, object]
     arm: str
     seed: int
@@ -57,6 +59,25 @@ class HeadroomRow(StrictModel):
     added_params: int
     wall_seconds: float
     machine: dict[str, object]
+
+
+def read_rows(path: Path) -> list[HeadroomRow]:
+    """The rows of a headroom `.jsonl` (none when it is absent).
+
+    Raises:
+        ValueError: A row was measured under other env semantics (rerun it).
+    """
+    if not path.exists():
+        return []
+    rows = [HeadroomRow.model_validate_json(line) for line in path.open() if line.strip()]
+    stale = sorted({r.env_semantics_version for r in rows} - {ENV_SEMANTICS_VERSION})
+    if stale:
+        raise ValueError(
+            f"{path} holds rows of env semantics version(s) {stale}, this Esper runs "
+            f"version {ENV_SEMANTICS_VERSION}: they measured another world; delete the file "
+            "and run the headroom again"
+        )
+    return rows
 
 
 def parse_arm(text: str) -> Arm:
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
     kwargs = parse_key_values(args.env_kwargs)
     stem = args.out or RESULTS_DIR / f"headroom_{args.env}"
     jsonl, md = stem.with_suffix(".jsonl"), stem.with_suffix(".md")
-    rows = [HeadroomRow(**json.loads(line)) for line in jsonl.open()] if jsonl.exists() else []
+    rows = read_rows(jsonl)
     done = {(r.arm, r.seed) for r in rows if r.env_kwargs == kwargs and r.env_id == args.env}
     command = "python -m benchmarks.headroom " + shlex.join(argv or sys.argv[1:])
     world = World.from_preset(args.env, **kwargs)
@@ -165,6 +186,7 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
                 val, test, added = run_arm(world, arm, seed)
                 row = HeadroomRow(
                     env_id=args.env,
+                    env_semantics_version=ENV_SEMANTICS_VERSION,
                     env_kwargs=kwargs,
                     arm=arm.name,
                     seed=seed,

@@ -82,6 +82,7 @@ def test_growth_report_pairs_the_board_with_the_headroom(
     rows = [
         HeadroomRow(
             env_id=env,
+            env_semantics_version=ENV_SEMANTICS_VERSION,
             env_kwargs={},
             arm=arm,
             seed=seed,
@@ -115,6 +116,7 @@ def test_growth_report_pairs_the_board_with_the_headroom(
 def _arm_row(arm: str, seed: int, accuracy: float) -> HeadroomRow:
     return HeadroomRow(
         env_id="Esper-CIFAR-Mini-v0",
+        env_semantics_version=ENV_SEMANTICS_VERSION,
         env_kwargs={},
         arm=arm,
         seed=seed,
@@ -140,3 +142,14 @@ def test_headroom_report_pairs_each_arm_with_bare() -> None:
     # P(grown > bare) over the 9 pairs of runs: 0.45 beats 0.40 and ties 0.45, 0.56 beats
     # all three, 0.49 beats two: 6.5 / 9.
     assert grown[6].startswith(f"{6.5 / 9:.2f} [")
+
+
+def test_rows_of_other_env_semantics_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "headroom.jsonl"
+    row = _arm_row("bare", 1, 0.4)
+    stale = row.model_copy(update={"env_semantics_version": ENV_SEMANTICS_VERSION - 1})
+    path.write_text(row.model_dump_json() + "\n")
+    assert headroom.read_rows(path) == [row]
+    path.write_text(row.model_dump_json() + "\n" + stale.model_dump_json() + "\n")
+    with pytest.raises(ValueError, match="delete the file and run the headroom again"):
+        headroom.read_rows(path)
