@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from agents.cli import parse_key_values
@@ -28,6 +27,7 @@ from agents.zoo.algos import ALGOS
 from agents.zoo.envs import make_esper_env
 from agents.zoo.policy import load_sb3_policy
 from agents.zoo.safe_load import TRUST_AGENT_HELP
+from benchmarks.stats import t_interval
 
 
 def resolve_model(args: argparse.Namespace) -> Path:
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
     seeds = range(args.seed, args.seed + args.episodes)
     results = run_episodes(env, policy, seeds=seeds, policy_name=name, out=args.out)
     env.close()
-    returns = np.array([r.episode_return for r in results])
-    tests = np.array([r.final_test_accuracy for r in results])
+    returns = t_interval([r.episode_return for r in results])
+    tests = t_interval([r.final_test_accuracy for r in results])
     print(
-        f"{name} on {args.env}, {len(results)} episodes: return {returns.mean():.3f} "
-        f"+/- {returns.std():.3f}, test acc {tests.mean():.4f} +/- {tests.std():.4f}"
+        f"{name} on {args.env}, {len(results)} episodes (mean ± 95% t CI): return "
+        f"{returns.plus_minus(digits=3)}, test acc {tests.plus_minus(digits=4)}"
     )
     return results
 
