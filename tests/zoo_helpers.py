@@ -1,14 +1,24 @@
-"""Shared helpers of the zoo script tests: tiny env kwargs as `key:value` arguments."""
+"""Shared helpers of the zoo script tests: tiny env kwargs as `key:value` arguments,
+W&B and monitor readers, and a crafted (hostile) agent file."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import os
+import shlex
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from wandb.proto import wandb_internal_pb2
+
+from agents.zoo.algos import algo_class
+from agents.zoo.envs import make_esper_env
+from agents.zoo.policy import stamp_semantics
 
 
 def as_key_values(kwargs: dict[str, Any], prefix: str = "") -> list[str]:
@@ -94,3 +104,32 @@ def read_monitor(path: Path) -> list[dict[str, float]]:
     """Rows of an SB3 `monitor.csv` (after its JSON header line), as floats."""
     lines = path.read_text().splitlines()[1:]
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(lines)]
+
+
+class Touch:
+    """Unpickles into `touch MARKER`: what a hostile agent file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def hostile_agent(algo: str, env_kwargs: dict[str, Any], folder: Path, marker: Path) -> Path:
+    """An agent file with a pickled entry Esper does not know, which creates `marker`."""
+    env = make_esper_env("Esper-CIFAR-Mini-v0", env_kwargs)
+    model = algo_class(algo)("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu")
+    stamp_semantics(model)
+    model.save(folder / "agent.zip")
+    env.close()
+    with zipfile.ZipFile(folder / "agent.zip") as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    data = json.loads(members["data"])
+    blob = base64.b64encode(cloudpickle.dumps(Touch(marker))).decode()
+    data["esper_backdoor"] = {":type:": "<class 'int'>", ":serialized:": blob}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(folder / "hostile.zip", "w") as new:
+        for name, content in members.items():
+            new.writestr(name, content)
+    return folder / "hostile.zip"

@@ -1,19 +1,11 @@
-import base64
 import json
-import os
-import shlex
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import pytest
-from zoo_helpers import tiny_train_args
+from zoo_helpers import hostile_agent, tiny_train_args
 
 from agents.rollout import EpisodeResult
-from agents.zoo.algos import algo_class
-from agents.zoo.envs import make_esper_env
-from agents.zoo.policy import stamp_semantics
 from agents.zoo.safe_load import UntrustedAgentError
 from scripts.evaluate_agent import main as evaluate
 from scripts.run_policy import main as run_policy
@@ -87,35 +79,6 @@ def test_trained_agent_is_evaluated_in_the_episode_schema(
 def test_missing_run_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no runs of ppo"):
         evaluate(["--algo", "ppo", "-f", str(tmp_path)])
-
-
-class Touch:
-    """Unpickles into `touch MARKER`: what a hostile agent file would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
-
-
-def hostile_agent(algo: str, env_kwargs: dict[str, Any], folder: Path, marker: Path) -> Path:
-    """An agent file with a pickled entry Esper does not know, which creates `marker`."""
-    env = make_esper_env("Esper-CIFAR-Mini-v0", env_kwargs)
-    model = algo_class(algo)("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu")
-    stamp_semantics(model)
-    model.save(folder / "agent.zip")
-    env.close()
-    with zipfile.ZipFile(folder / "agent.zip") as old:
-        members = {name: old.read(name) for name in old.namelist()}
-    data = json.loads(members["data"])
-    blob = base64.b64encode(cloudpickle.dumps(Touch(marker))).decode()
-    data["esper_backdoor"] = {":type:": "<class 'int'>", ":serialized:": blob}
-    members["data"] = json.dumps(data).encode()
-    with zipfile.ZipFile(folder / "hostile.zip", "w") as new:
-        for name, content in members.items():
-            new.writestr(name, content)
-    return folder / "hostile.zip"
 
 
 def test_a_crafted_agent_is_refused_unless_trusted(

@@ -1,22 +1,16 @@
-import base64
 import json
-import os
-import shlex
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import pytest
 import yaml
-from zoo_helpers import read_monitor, read_wandb_history, tiny_train_args
+from zoo_helpers import hostile_agent, read_monitor, read_wandb_history, tiny_train_args
 
 from agents.rollout import run_episode
-from agents.zoo.algos import algo_class
 from agents.zoo.callbacks import EsperMetricsCallback
 from agents.zoo.envs import make_esper_env
-from agents.zoo.policy import load_sb3_policy, stamp_semantics
+from agents.zoo.policy import load_sb3_policy
 from agents.zoo.safe_load import UntrustedAgentError
 from benchmarks import leaderboard
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
@@ -189,35 +183,6 @@ def test_bad_env_kwarg_fails_by_name_before_any_folder(tmp_path: Path) -> None:
 def test_bad_hyperparameter_fails_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_stepz"):
         main(["--hyperparams", "n_stepz:8", "-f", str(tmp_path / "logs")])
-
-
-class Touch:
-    """Unpickles into `touch MARKER`: what a hostile agent file would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
-
-
-def hostile_agent(algo: str, env_kwargs: dict[str, Any], folder: Path, marker: Path) -> Path:
-    """An agent file with a pickled entry Esper does not know, which creates `marker`."""
-    env = make_esper_env("Esper-CIFAR-Mini-v0", env_kwargs)
-    model = algo_class(algo)("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu")
-    stamp_semantics(model)
-    model.save(folder / "agent.zip")
-    env.close()
-    with zipfile.ZipFile(folder / "agent.zip") as old:
-        members = {name: old.read(name) for name in old.namelist()}
-    data = json.loads(members["data"])
-    blob = base64.b64encode(cloudpickle.dumps(Touch(marker))).decode()
-    data["esper_backdoor"] = {":type:": "<class 'int'>", ":serialized:": blob}
-    members["data"] = json.dumps(data).encode()
-    with zipfile.ZipFile(folder / "hostile.zip", "w") as new:
-        for name, content in members.items():
-            new.writestr(name, content)
-    return folder / "hostile.zip"
 
 
 def test_resume_refuses_a_crafted_agent_unless_trusted(
