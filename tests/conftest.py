@@ -69,8 +69,7 @@ def _cache_outside_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("ESPER_CACHE_DIR", str(tmp_path_factory.mktemp("esper-cache")))
 
 
-@pytest.fixture
-def tiny_env_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
+def tiny_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
     """Keyword arguments that make any Esper id fast on the tiny dataset."""
     return {
         "data_dir": tiny_cifar_dir,
@@ -81,6 +80,18 @@ def tiny_env_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
         "train": {"batch_size": 16, "eval_batch_size": 64},
         "lifecycle": {"min_training_epochs": 0, "holding_epochs": 0, "embargo_epochs": 1},
     }
+
+
+@pytest.fixture
+def tiny_env_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
+    """Keyword arguments that make any Esper id fast on the tiny dataset."""
+    return tiny_kwargs(tiny_cifar_dir)
+
+
+@pytest.fixture(scope="session")
+def board_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
+    """The tiny kwargs with 6-epoch episodes: long enough for the heuristic to grow."""
+    return {**tiny_kwargs(tiny_cifar_dir), "episode_epochs": 6}
 
 
 @pytest.fixture(scope="session")

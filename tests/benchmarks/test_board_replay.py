@@ -21,27 +21,6 @@ from benchmarks.machine import cpu_model
 ENV = "Esper-CIFAR-Mini-v0"
 
 
-@pytest.fixture(scope="module")
-def board_kwargs(tiny_cifar_dir: str) -> dict[str, Any]:
-    return {
-        "data_dir": tiny_cifar_dir,
-        "train_per_class": 8,
-        "val_per_class": 4,
-        "test_per_class": 4,
-        "episode_epochs": 6,
-        "train": {"batch_size": 16, "eval_batch_size": 64},
-        "lifecycle": {"min_training_epochs": 0, "holding_epochs": 0, "embargo_epochs": 1},
-    }
-
-
-@pytest.fixture(scope="module")
-def recorded_board(tmp_path_factory: pytest.TempPathFactory, board_kwargs: dict[str, Any]) -> Path:
-    """A board of one heuristic and one random episode on the tiny data."""
-    out = tmp_path_factory.mktemp("board")
-    run_board(ENV, ["heuristic", "random"], [1000], env_kwargs=board_kwargs, out_dir=out)
-    return out
-
-
 def _rewrite(board: Path, entries: list[Any]) -> None:
     board.write_text("".join(e.model_dump_json() + "\n" for e in entries))
 

@@ -151,23 +151,6 @@ def test_run_resumes_without_repeating_finished_episodes(
         )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def recorded_board(tmp_path_factory: pytest.TempPathFactory, tiny_cifar_dir: str) -> Path:
-    """A board of one heuristic and one random episode on the tiny data."""
-    out = tmp_path_factory.mktemp("board")
-    kwargs = {
-        "data_dir": tiny_cifar_dir,
-        "train_per_class": 8,
-        "val_per_class": 4,
-        "test_per_class": 4,
-        "episode_epochs": 6,
-        "train": {"batch_size": 16, "eval_batch_size": 64},
-        "lifecycle": {"min_training_epochs": 0, "holding_epochs": 0, "embargo_epochs": 1},
-    }
-    leaderboard.run_board(ENV, ["heuristic", "random"], [1000], env_kwargs=kwargs, out_dir=out)
-    return out
-
-
 def test_render_writes_the_board_and_its_plots(recorded_board: Path, tmp_path: Path) -> None:
     shutil.copy(recorded_board / f"{ENV}.jsonl", tmp_path)
     path = leaderboard.render_board(ENV, tmp_path)
