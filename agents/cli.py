@@ -1,11 +1,15 @@
-"""Command-line helpers shared by the scripts: `key:value` arguments, as rl-zoo3 takes them."""
+"""Command-line helpers of the console scripts: rl-zoo3's `key:value` arguments, one-line errors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
+
+from agents.extras import MissingExtraError
 
 
 def parse_key_values(items: Sequence[str]) -> dict[str, Any]:
@@ -32,3 +36,38 @@ def parse_key_values(items: Sequence[str]) -> dict[str, Any]:
             raise ValueError(f"{key!r} is given twice")
         node[leaf] = yaml.safe_load(raw)
     return parsed
+
+
+class StoreDict(argparse.Action):
+    """rl-zoo3's `StoreDict`: `--env-kwargs a:1 b.c:x` stores `{"a": 1, "b": {"c": "x"}}`.
+
+    Values are YAML (never evaluated as Python, unlike rl-zoo3's); dotted keys nest.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        """Parses the `key:value` items; a malformed one is a usage error."""
+        items = [values] if isinstance(values, str) else list(values or [])
+        try:
+            parsed = parse_key_values(items)
+        except ValueError as error:
+            parser.error(f"{option_string}: {error}")
+        setattr(namespace, self.dest, parsed)
+
+
+def run_cli(main: Callable[[list[str]], object], prog: str) -> None:
+    """Runs a console script's `main` on `sys.argv[1:]`; bad input exits 2 with one line.
+
+    Bad input (a `ValueError`, a missing file, a missing extra) is the user's to fix,
+    so it gets its message, not a traceback; anything else is a bug and propagates.
+    """
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError, MissingExtraError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error

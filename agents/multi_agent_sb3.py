@@ -3,17 +3,21 @@
 `AgentView` is a Gymnasium env in which one agent of `EsperMultiAgentEnv` acts
 and the other two are driven by given policies (`act(obs, info)`, e.g. the
 heuristics of `agents.multi_agent_policies`, `WaitPolicy`, or a trained model
-through `SB3AgentPolicy`). Its observation is the agent's float vector, its
-action space the agent's `MultiDiscrete`, its reward the agent's (team term plus
-its own terms), and `action_masks()` the agent's per-dimension mask, so
-MaskablePPO uses the masks and every other SB3 algorithm simply ignores them.
+through `agents.zoo.policy.SB3Policy`). Its observation is the agent's float
+vector, its action space the agent's `MultiDiscrete`, its reward the agent's
+(team term plus its own terms), and `action_masks()` the agent's per-dimension
+mask, so MaskablePPO uses the masks and every other SB3 algorithm simply ignores them.
 
 Separate policies for the three agents are trained one view at a time: train
 Tamiyo against heuristic (or waiting) partners, wrap the result in
-`SB3AgentPolicy`, and use it as a partner while Emrakul or Karn trains
-(iterated best response). A partner saved to a file loads with `SB3AgentPolicy.load`
-(or `agents.zoo.policy.load_sb3_policy(algo, path, view)`), which treats the file as
-untrusted input and runs no code from it (see `agents.zoo.safe_load`).
+`SB3Policy(model)`, and use it as a partner while Emrakul or Karn trains
+(iterated best response). `SB3Policy` calls each algorithm as it needs: a
+RecurrentPPO partner keeps its LSTM state across the steps of an episode (and
+forgets it when the view resets), a MaskablePPO partner gets its mask from its
+info. A partner saved to a file loads with
+`agents.zoo.policy.load_sb3_policy(algo, path, view)` (a `view` of the agent it
+was trained as), which treats the file as untrusted input and runs no code from
+it (see `agents.zoo.safe_load`).
 
 A *shared* policy in the SuperSuit sense (one network, parameter sharing across
 agents) is not possible here: SuperSuit's parameter sharing needs identical
@@ -30,18 +34,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from sb3_contrib import MaskablePPO
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.multi_agent_policies import WaitPolicy, heuristic_team
 from agents.policies import Policy
-from agents.zoo.policy import check_semantics
-from agents.zoo.safe_load import load_model
 from esper_env.envs.multi_agent import AGENTS, EsperMultiAgentEnv
 
 PARTNERS = ("wait", "heuristic")
@@ -116,63 +115,6 @@ class AgentView(gym.Env[np.ndarray, np.ndarray]):
     def close(self) -> None:
         """Closes the team env."""
         self.env.close()
-
-
-class SB3AgentPolicy:
-    """A trained SB3 model as a partner policy (`act(obs, info)`).
-
-    Args:
-        model: The model, trained on an `AgentView` of the same agent.
-        deterministic: Greedy actions instead of sampled ones.
-    """
-
-    def __init__(self, model: BaseAlgorithm, *, deterministic: bool = True) -> None:
-        self.model = model
-        self.deterministic = deterministic
-
-    @classmethod
-    def load(
-        cls,
-        algo: str,
-        path: str | Path,
-        view: AgentView,
-        *,
-        deterministic: bool = True,
-        device: str = "cpu",
-        trust: bool = False,
-    ) -> SB3AgentPolicy:
-        """Loads a saved partner without running code from its file (unless `trust`).
-
-        Args:
-            algo: `--algo` name it was trained with (a feed-forward one).
-            path: The saved model, trained on a view of the same agent.
-            view: A view of that agent: its spaces are used and checked against the file's.
-            deterministic: Greedy actions instead of sampled ones.
-            device: Torch device of the policy.
-            trust: Unpickle the file's entries as SB3 does: runs code from the file.
-
-        Raises:
-            UntrustedAgentError: The file needs unpickling (the message names the
-                entries) and `trust` is off.
-            ValueError: Unknown algo, or an agent of other env semantics or spaces.
-            FileNotFoundError: No file at `path`.
-        """
-        model = load_model(algo, path, view, device=device, trust=trust, attach_env=False)
-        check_semantics(model, path)
-        return cls(model, deterministic=deterministic)
-
-    def reset(self, seed: int | None = None) -> None:
-        """Stateless (feed-forward policies)."""
-
-    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """The model's action; MaskablePPO also gets the mask from `info`."""
-        if isinstance(self.model, MaskablePPO):
-            action, _ = self.model.predict(
-                obs, deterministic=self.deterministic, action_masks=info["action_mask"] == 1
-            )
-        else:
-            action, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return np.asarray(action, dtype=np.int64)
 
 
 def make_agent_view(

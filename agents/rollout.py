@@ -184,7 +184,7 @@ def load_policy(
     """Builds a policy from its command-line name: a baseline from `POLICY_NAMES`, or `ALGO:PATH`.
 
     `ALGO:PATH` (e.g. `recurrent_ppo:logs/.../best_model.zip`) loads an agent saved by
-    `scripts/train_agent.py`, with `ALGO` one of `agents.zoo.ALGOS`, without running code
+    `esper-train`, with `ALGO` one of `agents.zoo.ALGOS`, without running code
     from the file (see `agents.zoo.safe_load`).
 
     Args:

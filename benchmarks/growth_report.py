@@ -21,7 +21,8 @@ from pathlib import Path
 
 from benchmarks.headroom import RESULTS_DIR, HeadroomRow, read_rows
 from benchmarks.leaderboard import BOARD_DIR, board_path, by_seed, paired_differences, read_board
-from benchmarks.stats import PairedDifference, paired_difference, probability_of_improvement
+from benchmarks.robust_stats import probability_of_improvement
+from benchmarks.stats import PairedDifference, paired_difference
 
 
 def _shown(path: Path) -> Path:

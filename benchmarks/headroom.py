@@ -30,7 +30,8 @@ import torch
 
 from agents.cli import parse_key_values
 from benchmarks.machine import fix_threads, machine_record
-from benchmarks.stats import iqm, paired_difference, probability_of_improvement, t_interval
+from benchmarks.robust_stats import iqm, probability_of_improvement
+from benchmarks.stats import paired_difference, t_interval
 from esper_env.contracts import StrictModel
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 from esper_env.envs.world import World

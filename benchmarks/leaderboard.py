@@ -41,32 +41,32 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import yaml
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from rliable import plot_utils
 
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
+from agents.extras import require_extra
 from agents.policies import POLICY_NAMES
 from agents.rollout import EpisodeResult, load_policy, run_episode
 from benchmarks.machine import cpu_model, fix_threads, make_reproducible
-from benchmarks.stats import (
+from benchmarks.robust_stats import (
     AGGREGATE_METRICS,
-    Interval,
-    PairedDifference,
     aggregate_estimates,
     iqm,
-    paired_difference,
     performance_profiles,
     probability_of_improvement,
-    t_interval,
 )
+from benchmarks.stats import Interval, PairedDifference, paired_difference, t_interval
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION, merge_kwargs, preset_config
 from esper_env.tolaria import resolve_device
+
+require_extra("matplotlib", "benchmarks.leaderboard (esper-leaderboard)")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from rliable import plot_utils  # noqa: E402
 
 #: Evaluation seeds start here; training seeds stay below it, so the two never meet.
 EVAL_SEED_START = 1000
@@ -271,7 +271,7 @@ def agent_path(spec: str) -> Path | None:
 
 
 def training_command(model: Path) -> str | None:
-    """The command recorded in the `train_agent.py` run folder that holds `model`, if any."""
+    """The command recorded in the `esper-train` run folder that holds `model`, if any."""
     for folder in list(model.resolve().parents)[:3]:
         for args in sorted(folder.glob("*/args.yml")):
             command = yaml.safe_load(args.read_text(encoding="utf-8")).get("command")
@@ -309,7 +309,7 @@ def run_board(
         out_dir: Directory of the board files.
         deterministic: Greedy actions for trained agents.
         agent_commands: The command that trained each `ALGO:PATH` agent, by spec; an agent
-            left out must sit in a `train_agent.py` run folder that records its command.
+            left out must sit in an `esper-train` run folder that records its command.
         trust_agents: Load agent files that need unpickling (runs code from the file).
 
     Returns:
@@ -341,7 +341,7 @@ def run_board(
         if command is None:
             raise ValueError(
                 f"the board records how each agent was trained, and {model} is not in a "
-                "train_agent.py run folder that says: pass --agent-command"
+                "esper-train run folder that says: pass --agent-command"
             )
         agents[spec] = (file_sha256(model), command)
     done = {(e.policy, e.seed) for e in existing}
@@ -1060,7 +1060,7 @@ def validate_board(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="esper-leaderboard", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run or resume a board")
     run.add_argument("--env", required=True, help="registered env id")
@@ -1160,5 +1160,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `esper-leaderboard` console script: `main`'s status is the exit code."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

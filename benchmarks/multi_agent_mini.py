@@ -33,7 +33,8 @@ from agents.multi_agent_policies import (
     run_team_episode,
     tamiyo_alone,
 )
-from benchmarks.stats import paired_difference, probability_of_improvement, t_interval
+from benchmarks.robust_stats import probability_of_improvement
+from benchmarks.stats import paired_difference, t_interval
 from esper_env.envs.multi_agent import EsperMultiAgentEnv
 
 PRESET = "Esper-CIFAR-Mini-v0"

@@ -1,6 +1,6 @@
 """RecurrentPPO on Esper-CIFAR-Mini-v0: learning curve and held-out evaluation against baselines.
 
-Reads a finished (or interrupted) run of `scripts/train_agent.py`, plots its learning
+Reads a finished (or interrupted) run of `esper-train`, plots its learning
 curve (training episode return and final validation accuracy against timesteps, with
 the periodic evaluations), evaluates its final and best models on held-out seeds with
 `scripts/evaluate_agent.py`, and NoOp and RandomMasked on the same seeds with
@@ -9,7 +9,7 @@ intervals, paired differences from NoOp and probabilities of improvement over
 it: `benchmarks.stats`).
 
 Usage (the run itself, then this report):
-    ESPER_DATA_DIR=../shared/datasets python scripts/train_agent.py --algo recurrent_ppo \
+    ESPER_DATA_DIR=../shared/datasets esper-train --algo recurrent_ppo \
         --env Esper-CIFAR-Mini-v0 -n 3840 --seed 0 -f logs/bench --eval-freq 960 \
         --eval-episodes 3 --save-freq 960 --device cpu --num-threads 1 --no-progress
     ESPER_DATA_DIR=../shared/datasets python -m benchmarks.recurrent_ppo_mini \
@@ -26,18 +26,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import yaml
 
+from agents.extras import require_extra
 from agents.rollout import EpisodeResult
-from benchmarks.stats import paired_difference, probability_of_improvement, t_interval
-from scripts.evaluate_agent import main as evaluate_agent
-from scripts.run_policy import main as run_policy
+from agents.run import main as run_policy
+from agents.zoo.evaluate import main as evaluate_agent
+from benchmarks.robust_stats import probability_of_improvement
+from benchmarks.stats import paired_difference, t_interval
+
+require_extra("matplotlib", "benchmarks.recurrent_ppo_mini")
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 ENV_ID = "Esper-CIFAR-Mini-v0"
 NAME = "recurrent_ppo_mini"
@@ -182,11 +185,7 @@ def report(run: Path, results: dict[str, list[EpisodeResult]], png: Path, jsonl:
         "Training command (2-core CPU shared with two other jobs, real CIFAR-10):",
         "",
         "```",
-        f"ESPER_DATA_DIR=../shared/datasets python scripts/train_agent.py --algo {args['algo']} "
-        f"--env {args['env']} -n {args['n_timesteps']} --seed {args['seed']} "
-        f"-f {args['log_folder']} --eval-freq {args['eval_freq']} "
-        f"--eval-episodes {args['eval_episodes']} --save-freq {args['save_freq']} "
-        f"--device {args['device']} --num-threads {args['num_threads']} --no-progress",
+        f"ESPER_DATA_DIR=../shared/datasets {args['command']}",
         f"python -m benchmarks.{NAME} --run {run} --out benchmarks/results",
         "```",
         "",
@@ -237,7 +236,7 @@ def report(run: Path, results: dict[str, list[EpisodeResult]], png: Path, jsonl:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="run folder of train_agent.py")
+    parser.add_argument("--run", type=Path, required=True, help="run folder of esper-train")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seed", type=int, default=1000, help="first held-out seed")
     parser.add_argument("--episodes", type=int, default=5)

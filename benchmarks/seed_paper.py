@@ -40,7 +40,8 @@ import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.rollout import load_policy, run_episode
 from benchmarks.machine import fix_threads
-from benchmarks.stats import iqm, paired_difference, probability_of_improvement, t_interval
+from benchmarks.robust_stats import iqm, probability_of_improvement
+from benchmarks.stats import paired_difference, t_interval
 from blueprints.compiler import BlueprintModule
 from esper_env.contracts import StrictModel
 from esper_env.envs.world import World

@@ -9,9 +9,15 @@ being silently ignored.
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: A telemetry name, the stem of an env's event file: ASCII letters, digits, "_" and "-",
+#: in parts joined by single dots (e.g. "events", "events.3", "events.eval.0").
+TELEMETRY_NAME_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
+TelemetryName = Annotated[str, Field(pattern=TELEMETRY_NAME_PATTERN, max_length=100)]
 
 
 class StrictModel(BaseModel):
@@ -259,6 +265,10 @@ class EnvConfig(StrictModel):
         data_dir: Where CIFAR-10 lives (None: `ESPER_DATA_DIR`, else `~/.cache/esper`).
         library_path: Blueprint library (Urza) file (None: an in-memory library of built-ins).
         telemetry_dir: Directory for the JSONL event log (None: no log).
+        telemetry_name: This env's name in telemetry: its events go to
+            `<telemetry_dir>/<telemetry_name>.jsonl` and carry it as `env`, so that envs
+            sharing a directory each write their own file (`agents.zoo.envs.make_vec_env`
+            names env `i` "events.<i>"). A `TELEMETRY_NAME_PATTERN` name.
         compile_seeds: Compile seed modules with `torch.compile` in the background (Tezzeret);
             seeds run eagerly until their compile is ready. Pays off on GPUs, not on small CPUs.
         obs_version: The observation layout the caller expects; must equal the current one.
@@ -286,6 +296,7 @@ class EnvConfig(StrictModel):
     data_dir: str | None = None
     library_path: str | None = None
     telemetry_dir: str | None = None
+    telemetry_name: TelemetryName = "events"
     compile_seeds: bool = False
     obs_version: int = 2
     train: TrainConfig = TrainConfig()

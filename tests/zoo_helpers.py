@@ -64,15 +64,19 @@ _BLOCK = 32768
 _HEADER = 7  # the file starts with ":W&B", a 2-byte magic and a version byte
 
 
-def read_wandb_history(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def read_wandb_history(
+    path: Path,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Reads an offline `.wandb` file (a LevelDB-style log of protobuf records).
 
     Returns:
-        The history rows (key to value) and the run's config (key to value).
+        The history rows (key to value), the run's config (key to value), and the
+        run's `tags` and `group`.
     """
     data = path.read_bytes()
     assert data[:4] == b":W&B", f"{path} is not a W&B run file"
     pos, pending, rows, config = _HEADER, b"", [], {}
+    run: dict[str, Any] = {}
     while pos + 7 <= len(data):
         left = _BLOCK - pos % _BLOCK
         if left < 7:  # block trailer: padding
@@ -95,9 +99,10 @@ def read_wandb_history(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]
                     }
                 )
             elif which == "run":
+                run = {"tags": list(record.run.tags), "group": record.run.run_group}
                 for item in record.run.config.update:
                     config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return rows, config
+    return rows, config, run
 
 
 def read_monitor(path: Path) -> list[dict[str, float]]:

@@ -1,4 +1,4 @@
-"""The agent zoo: SB3 algorithms, hyperparameters, envs and callbacks behind `train_agent.py`."""
+"""The agent zoo: SB3 algorithms, hyperparameters, envs and callbacks behind `esper-train`."""
 
 from agents.zoo.algos import ALGOS, algo_class
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams

@@ -1,4 +1,4 @@
-"""SB3 callbacks of the zoo: Esper metrics, W&B logging, and evaluations that survive a resume.
+"""SB3 callbacks of the zoo: Esper metrics, and evaluations that survive a resume.
 
 Simic's training is judged on more than return: `EsperMetricsCallback` reads each
 finished episode's final info (for a VecEnv, `infos[i]` when `dones[i]`) and records
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.logger import KVWriter
 
 from esper_env.contracts import SeedStage
 
@@ -112,76 +111,6 @@ class EsperMetricsCallback(BaseCallback):
 
 def _fresh_episode() -> dict[str, Any]:
     return {"return": 0.0, "reward_terms": {}, "lifecycle": []}
-
-
-class WandbOutputFormat(KVWriter):
-    """Sends every SB3 logger dump to a W&B run, for runs without TensorBoard syncing.
-
-    Args:
-        run: An active `wandb` run.
-    """
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-
-    def write(
-        self,
-        key_values: dict[str, Any],
-        key_excluded: dict[str, tuple[str, ...]],
-        step: int = 0,
-    ) -> None:
-        """Logs the numeric values of one dump at `step` (SB3's timestep count)."""
-        scalars = {
-            key: float(value)
-            for key, value in key_values.items()
-            if isinstance(value, int | float | np.number) and not isinstance(value, bool)
-        }
-        if scalars:
-            self.run.log(scalars, step=step)
-
-    def close(self) -> None:
-        """The run is finished by its owner, not here."""
-
-
-class WandbCallback(BaseCallback):
-    """Logs to W&B: SB3's scalars (unless TensorBoard is synced) and a table of episodes.
-
-    Args:
-        run: An active `wandb` run.
-        metrics: The metrics callback whose episodes fill the table.
-        log_scalars: Add `WandbOutputFormat` to the model's logger (set it False when
-            `wandb.init(sync_tensorboard=True)` already carries the TensorBoard scalars).
-    """
-
-    def __init__(self, run: Any, metrics: EsperMetricsCallback, *, log_scalars: bool) -> None:
-        super().__init__()
-        self.run = run
-        self.metrics = metrics
-        self.log_scalars = log_scalars
-
-    def _on_training_start(self) -> None:
-        if self.log_scalars:
-            self.model.logger.output_formats.append(WandbOutputFormat(self.run))
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_training_end(self) -> None:
-        self.log_episode_table()
-
-    def log_episode_table(self) -> None:
-        """Logs `esper/episodes_table`: one row per episode, its lifecycle events as text."""
-        import wandb  # the module is only needed when tracking
-
-        columns = ["timestep", "env_index", "return", *EPISODE_KEYS, "lifecycle"]
-        table = wandb.Table(columns=columns)
-        for episode in self.metrics.episodes:
-            events = "; ".join(
-                f"e{e['epoch']} {e['slot']} {e['op']}->{e['to_stage']}"
-                for e in episode["lifecycle"]
-            )
-            table.add_data(*(episode[c] for c in columns[:-1]), events)
-        self.run.log({"esper/episodes_table": table})
 
 
 class _ResumableEvaluations:

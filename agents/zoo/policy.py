@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,13 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
-from agents.zoo.safe_load import load_model
+from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+from agents.zoo.observation_transform import (
+    TRANSFORM_ATTRIBUTE,
+    ObservationPipeline,
+    ObservationTransform,
+)
+from agents.zoo.safe_load import load_model, saved_attribute
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 
@@ -30,39 +36,77 @@ def check_semantics(model: BaseAlgorithm, path: str | Path) -> None:
         raise ValueError(
             f"{path} was trained on Esper env semantics version {version or '1 (unrecorded)'}, "
             f"this Esper runs version {ENV_SEMANTICS_VERSION}: what it learnt no longer "
-            "applies; retrain it with scripts/train_agent.py"
+            "applies; retrain it with esper-train"
         )
+
+
+def algo_of(model: BaseAlgorithm) -> str:
+    """Returns the `--algo` name of a model's class (`agents.zoo.algos.ALGOS`).
+
+    Raises:
+        ValueError: The model's class is none of the zoo's algorithms (nor a subclass of one).
+    """
+    names = [name for name, cls in ALGOS.items() if isinstance(model, cls)]
+    if len(names) != 1:
+        raise ValueError(
+            f"cannot tell the algo of a {type(model).__name__} model: it must be one of "
+            f"{sorted(f'{name} ({cls.__name__})' for name, cls in ALGOS.items())}"
+        )
+    return names[0]
 
 
 class SB3Policy:
     """Adapts an SB3 model to `Policy`: `act(obs, info)` and `reset(seed)`.
 
+    Serves the single-agent env and, as a partner, an `agents.multi_agent_sb3.AgentView`.
     A recurrent model carries its LSTM state and `episode_start` across steps and
-    forgets them on `reset`; a maskable model is given `info["action_mask"]`.
+    forgets them on `reset` (`episode_start` is True exactly on the first step after
+    a reset); a maskable model is given `info["action_mask"]` as bools (the single-agent
+    env gives bools, the multi-agent env int8). A model trained with `normalize` or
+    `frame_stack` sees its observations as in training (`ObservationPipeline`, from
+    the transform the model records).
 
     Args:
         model: The trained model.
-        algo: Its `--algo` name (decides how it is called).
+        algo: Its `--algo` name (decides how it is called); None infers it from the
+            model's class.
         deterministic: Greedy actions instead of sampled ones.
+
+    Raises:
+        ValueError: Unknown algo, a model that is not of `algo`'s class, or (with no
+            `algo`) a model of none of the zoo's classes.
     """
 
-    def __init__(self, model: BaseAlgorithm, algo: str, *, deterministic: bool = True) -> None:
-        algo_class(algo)  # validates the name
+    def __init__(
+        self, model: BaseAlgorithm, algo: str | None = None, *, deterministic: bool = True
+    ) -> None:
+        if algo is None:
+            algo = algo_of(model)
+        elif not isinstance(model, cls := algo_class(algo)):
+            raise ValueError(
+                f"algo {algo!r} needs a {cls.__name__} model, got a {type(model).__name__}"
+            )
         self.model = model
         self.algo = algo
         self.deterministic = deterministic
         self._state: tuple[np.ndarray, ...] | None = None
         self._episode_start = np.ones((1,), dtype=bool)
+        transform = ObservationTransform.of_record(getattr(model, TRANSFORM_ATTRIBUTE, None))
+        self._pipeline = None if transform is None else ObservationPipeline(transform)
 
     def reset(self, seed: int | None = None) -> None:
         """Starts a new episode; `seed` fixes the sampling of a stochastic policy."""
         self._state = None
         self._episode_start = np.ones((1,), dtype=bool)
+        if self._pipeline is not None:
+            self._pipeline.reset()
         if seed is not None and not self.deterministic:
             self.model.set_random_seed(seed)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """Returns the model's `[op, slot, blueprint, blend_speed]` for this observation."""
+        """Returns the model's action (an int64 vector) for this observation."""
+        if self._pipeline is not None:
+            obs = self._pipeline(obs)
         if self.algo in RECURRENT_ALGOS:
             action, self._state = self.model.predict(
                 obs,
@@ -73,7 +117,9 @@ class SB3Policy:
             self._episode_start = np.zeros((1,), dtype=bool)
         elif self.algo in MASKABLE_ALGOS:
             action, _ = self.model.predict(  # type: ignore[call-arg]
-                obs, action_masks=info["action_mask"], deterministic=self.deterministic
+                obs,
+                action_masks=np.asarray(info["action_mask"]).astype(bool),
+                deterministic=self.deterministic,
             )
         else:
             action, _ = self.model.predict(obs, deterministic=self.deterministic)
@@ -97,8 +143,10 @@ def load_sb3_policy(
     Args:
         algo: `--algo` name it was trained with.
         path: The saved model.
-        env: The env it will act in (its spaces are used and checked against the file's);
-            without one, the spaces are rebuilt from the file's description of them.
+        env: The env it will act in, e.g. the single-agent env or, for a partner, an
+            `AgentView` of the agent it was trained as (its spaces are used and checked
+            against the file's); without one, the spaces are rebuilt from the file's
+            description of them.
         device: Torch device of the policy network.
         deterministic: Greedy actions instead of sampled ones.
         trust: Unpickle the file's entries as SB3 does: runs code from the file.
@@ -110,6 +158,19 @@ def load_sb3_policy(
             and `trust` is off.
         FileNotFoundError: No file at `path`.
     """
-    model = load_model(algo, path, env, device=device, trust=trust, attach_env=False)
+    transform = ObservationTransform.of_record(saved_attribute(path, TRANSFORM_ATTRIBUTE))
+    spaces_of: Any = env
+    if env is not None and transform is not None and transform.frame_stack is not None:
+        # The policy saw stacked observations: check the file against those.
+        spaces_of = _Spaces(transform.stacked_space(env.observation_space), env.action_space)
+    model = load_model(algo, path, spaces_of, device=device, trust=trust, attach_env=False)
     check_semantics(model, path)
     return SB3Policy(model, algo, deterministic=deterministic)
+
+
+@dataclass(frozen=True)
+class _Spaces:
+    """An env's spaces without the env: what `load_model` checks a file against."""
+
+    observation_space: gym.Space[Any]
+    action_space: gym.Space[Any]

@@ -41,6 +41,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -121,6 +122,9 @@ _POLICY_KWARG_PLAIN = frozenset(
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf|nan)"
 _CONSTANT_SCHEDULE = re.compile(rf"ConstantSchedule\(val=({_FLOAT})\)")
+_LINEAR_SCHEDULE = re.compile(
+    rf"LinearSchedule\(start=({_FLOAT}), end=({_FLOAT}), end_fraction=({_FLOAT})\)"
+)
 _INT_LIST = re.compile(r"\[\s*(-?\d+(?:\s+-?\d+)*)?\s*\]")
 _INTEGER = re.compile(r"-?\d+")
 _DTYPES = frozenset(
@@ -148,7 +152,7 @@ class _UnloadedSchedule:
         """Refuses: training needs the real schedule."""
         raise RuntimeError(
             f"{self.key} of {self.path} was a pickled schedule that was not loaded (it could "
-            "run code); to train this agent, load it with hyperparams (train_agent.py -i does) "
+            "run code); to train this agent, load it with hyperparams (esper-train -i does) "
             "or with trust=True if you trust the file"
         )
 
@@ -174,7 +178,7 @@ def load_model(
             description in the file.
         device: Torch device of the policy.
         trust: Load the file as SB3 does, unpickling its entries: runs code from the file.
-        hyperparams: The hyperparameters training goes on with (train_agent.py's resume):
+        hyperparams: The hyperparameters training goes on with (esper-train -i):
             the schedules and policy class come from them, and their algorithm
             arguments (all but `policy_kwargs`, which the saved weights fix) override
             the file's. Without them the model is fit to predict; schedules the file
@@ -196,7 +200,7 @@ def load_model(
     cls = algo_class(algo)
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from train_agent.py)")
+        raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from esper-train)")
     raw = path.read_bytes()  # read once: what is checked is what is loaded
     if hyperparams is not None:
         overrides = hyperparams.algo_kwargs()
@@ -235,6 +239,23 @@ def serialized_entries(path: str | Path) -> dict[str, str]:
     path = Path(path)
     data, _ = _read_archive(path.read_bytes(), path)
     return {key: str(entry.get(_TYPE)) for key, entry in data.items() if _is_serialized(entry)}
+
+
+def saved_attribute(path: str | Path, key: str) -> Any:
+    """A plain (JSON) attribute of a saved agent's `data`, None when absent; unpickles nothing.
+
+    Raises:
+        ValueError: Not an SB3 zip, or the attribute is stored as a pickle.
+        FileNotFoundError: No file at `path`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved agent at {path} (expected a .zip from esper-train)")
+    data, _ = _read_archive(path.read_bytes(), path)
+    entry = data.get(key)
+    if _is_serialized(entry):
+        raise ValueError(f"{path}: {key} is stored as a pickle, not as plain data")
+    return entry
 
 
 def _is_serialized(entry: Any) -> bool:
@@ -323,7 +344,7 @@ def _replacements(
         elif key in ("learning_rate", "lr_schedule"):
             value, problem = _learning_rate(entry, data, hyperparams)
         elif key in ("clip_range", "clip_range_vf"):
-            known = hyperparams.clip_range if hyperparams and key == "clip_range" else None
+            known = hyperparams.algo_kwargs().get(key) if hyperparams is not None else None
             value, problem = _schedule(key, entry, known, hyperparams is not None, path)
         elif key in _RESET_ON_LOAD:
             value, problem = None, None
@@ -346,7 +367,7 @@ def _replacements(
         raise UntrustedAgentError(
             f"{path}: refusing to load it, because these entries are pickles (which run code "
             f"when loaded) and cannot be rebuilt safely:\n  {listed}\n"
-            "Fix: retrain or re-save the agent with Esper's zoo (scripts/train_agent.py), or, "
+            "Fix: retrain or re-save the agent with Esper's zoo (esper-train), or, "
             "only if you trust the file, load it with trust=True (--trust-agent on the "
             "command line): trusting runs code from the file"
         )
@@ -480,40 +501,63 @@ def _policy_kwargs(entry: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str
 
 def _learning_rate(
     entry: Mapping[str, Any], data: Mapping[str, Any], hyperparams: Hyperparams | None
-) -> tuple[float | None, str | None]:
-    """A constant learning rate (SB3 rebuilds `lr_schedule` from `learning_rate` on load)."""
+) -> tuple[float | Callable[[float], float] | None, str | None]:
+    """The learning rate: the hyperparameters', else a constant or linear one the file records.
+
+    SB3 rebuilds `lr_schedule` from `learning_rate` on load.
+    """
     if hyperparams is not None:
-        return hyperparams.learning_rate, None
+        return hyperparams.algo_kwargs()["learning_rate"], None
     plain = data.get("learning_rate")
     if isinstance(plain, int | float) and not isinstance(plain, bool):
         return float(plain), None
-    constant = _recorded_constant(entry)
-    if constant is None:
-        constant = _recorded_constant(data.get("learning_rate") or {})
-    if constant is None:
+    schedule = _recorded_schedule(entry)
+    if schedule is None:
+        schedule = _recorded_schedule(data.get("learning_rate") or {})
+    if schedule is None:
         return None, (
-            "a learning-rate schedule that is not a recorded constant; load it with "
-            "hyperparams (train_agent.py -i does)"
+            "a learning-rate schedule that is neither a recorded constant nor linear; "
+            "load it with hyperparams (esper-train -i does)"
         )
-    return constant, None
+    return schedule, None
 
 
 def _schedule(
-    key: str, entry: Mapping[str, Any], known: float | None, training: bool, path: Path
+    key: str, entry: Mapping[str, Any], known: Any, training: bool, path: Path
 ) -> tuple[float | Callable[[float], float] | None, str | None]:
-    """A schedule as a constant: from the hyperparameters, else as recorded in the file."""
+    """A schedule: from the hyperparameters, else constant or linear as the file records it."""
     if known is not None:
         return known, None
-    constant = _recorded_constant(entry)
-    if constant is not None:
-        return constant, None
+    schedule = _recorded_schedule(entry)
+    if schedule is not None:
+        return schedule, None
     if training:
-        return None, "a schedule that is not a recorded constant, and no hyperparameter gives it"
+        return None, (
+            "a schedule the file records as neither constant nor linear, and no "
+            "hyperparameter gives it"
+        )
     return _UnloadedSchedule(key, path), None  # prediction never calls it
 
 
-def _recorded_constant(entry: Mapping[str, Any]) -> float | None:
-    """The value of a `FloatSchedule(ConstantSchedule(val=X))`, from its plain-text copy."""
-    text = entry.get("value_schedule") if isinstance(entry, Mapping) else None
-    match = _CONSTANT_SCHEDULE.fullmatch(text) if isinstance(text, str) else None
-    return float(match.group(1)) if match else None
+def _recorded_schedule(entry: Mapping[str, Any]) -> float | LinearSchedule | None:
+    """A recorded constant (as a float) or linear schedule, from the entry's plain-text copy.
+
+    SB3 records a `FloatSchedule` by the `repr` of what it wraps (`value_schedule`) and
+    a `LinearSchedule` by its attributes (`start`, `end`, `end_fraction`).
+    """
+    if not isinstance(entry, Mapping):
+        return None
+    numbers = [entry.get(key) for key in ("start", "end", "end_fraction")]
+    if str(entry.get(_TYPE)).endswith(".LinearSchedule'>") and all(
+        isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+    ):
+        return LinearSchedule(*(float(n) for n in numbers))
+    text = entry.get("value_schedule")
+    if not isinstance(text, str):
+        return None
+    if match := _CONSTANT_SCHEDULE.fullmatch(text):
+        return float(match.group(1))
+    if match := _LINEAR_SCHEDULE.fullmatch(text):
+        start, end, fraction = (float(group) for group in match.groups())
+        return LinearSchedule(start, end, fraction)
+    return None

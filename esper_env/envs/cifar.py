@@ -72,7 +72,7 @@ class EsperCifarEnv(gym.Env[np.ndarray, np.ndarray]):
         if options:
             raise ValueError(f"reset takes no options, got {sorted(options)}")
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.world.start_episode(episode_seed)
+        self.world.start_episode(episode_seed, reset_seed=seed)
         obs = self._observe()
         return obs, self._info(extra={"episode_seed": episode_seed})
 

@@ -355,7 +355,7 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
         if seed is not None:
             self._seeder = np.random.default_rng(seed)
         episode_seed = int(self._seeder.integers(0, 2**31 - 1))
-        self.world.start_episode(episode_seed)
+        self.world.start_episode(episode_seed, reset_seed=seed)
         self.world.remove_added_blueprints()
         self._karn_rng = np.random.default_rng([episode_seed, 1])
         self._karn_names: list[str] = []

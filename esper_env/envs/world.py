@@ -154,7 +154,7 @@ class World:
         self.bus = EventBus()
         self._sink: JsonlSink | None = None
         if config.telemetry_dir is not None:
-            self._sink = JsonlSink(config.telemetry_dir)
+            self._sink = JsonlSink(config.telemetry_dir, config.telemetry_name)
             self.bus.subscribe(self._sink)
         self.episode = -1
         self.model: MorphogeneticModel = self._build_model(seed=0)
@@ -180,11 +180,18 @@ class World:
             model = build_host(self.config.host_config(), self.config.lifecycle)
         return model.to(self.device)
 
-    def start_episode(self, seed: int) -> None:
-        """Re-initialises host, trainer and counters; everything after depends only on `seed`."""
+    def start_episode(self, seed: int, *, reset_seed: int | None = None) -> None:
+        """Re-initialises host, trainer and counters; everything after depends only on `seed`.
+
+        Args:
+            seed: The episode seed.
+            reset_seed: The seed the env's `reset` was given, from which it drew `seed`
+                (None: reset without one); telemetry records it beside `seed`.
+        """
         self.episode += 1
         self.epoch = 0
         self.seed = seed
+        self.reset_seed = reset_seed
         self.model = self._build_model(seed)
         self.trainer = Trainer(
             self.model, self.splits.train, self.splits.val, self.config.train, seed=seed
@@ -326,9 +333,19 @@ class World:
             slot, seed, name, self.config.lifecycle.blend_epochs[speed_index]
         )
 
+    def _stamp(self) -> dict[str, Any]:
+        """The provenance fields of an event published now."""
+        return {
+            "env": self.config.telemetry_name,
+            "seed": self.reset_seed,
+            "episode_seed": self.seed,
+            "episode": self.episode,
+            "step": self.epoch,
+        }
+
     def record(self, result: TransitionResult) -> None:
         """Counts a transition result and publishes its telemetry events."""
-        stamp = {"episode": self.episode, "step": self.epoch}
+        stamp = self._stamp()
         if not result.ok:
             self._counters["refused_actions"] += 1
             self.bus.publish(
@@ -390,8 +407,7 @@ class World:
             self.consecutive_rollbacks += 1
             self.bus.publish(
                 GovernorRollback(
-                    episode=self.episode,
-                    step=self.epoch,
+                    **self._stamp(),
                     reason=metrics.rollback_reason or "",
                     pruned_slot=metrics.rollback_pruned,
                 )
@@ -409,8 +425,7 @@ class World:
             self.best_epoch = self.epoch
         self.bus.publish(
             EpochEnd(
-                episode=self.episode,
-                step=self.epoch,
+                **self._stamp(),
                 train_loss=metrics.train_loss,
                 train_accuracy=metrics.train_accuracy,
                 val_loss=metrics.val_loss,

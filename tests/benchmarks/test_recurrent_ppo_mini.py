@@ -4,9 +4,9 @@ from typing import Any
 
 from zoo_helpers import as_key_values, tiny_train_args
 
+from agents.zoo.train import main as train
 from benchmarks.recurrent_ppo_mini import main as report
 from benchmarks.recurrent_ppo_mini import rolling
-from scripts.train_agent import main as train
 
 
 def test_rolling_mean_is_trailing() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from benchmarks import robust_stats as rs
 from benchmarks import stats
 from benchmarks.stats import Interval
 
@@ -45,27 +46,27 @@ def test_paired_difference_is_the_paired_t_interval_on_shared_seeds() -> None:
 
 
 def test_iqm_is_the_mean_of_the_middle_half() -> None:
-    assert stats.iqm(np.arange(8.0)).estimate == 3.5  # mean of 2, 3, 4, 5
+    assert rs.iqm(np.arange(8.0)).estimate == 3.5  # mean of 2, 3, 4, 5
     # An outlier does not move it: the middle half of 1..7, 1000 is 3, 4, 5, 6.
-    robust = stats.iqm([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 1000.0])
+    robust = rs.iqm([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 1000.0])
     assert robust.estimate == 4.5
     assert robust.low <= robust.estimate <= robust.high
     # Two values: resamples average 0.5, 0.55 or 0.6, so the 95% percentile interval spans them.
-    pair = stats.iqm([0.5, 0.6])
+    pair = rs.iqm([0.5, 0.6])
     assert (pair.estimate, pair.low, pair.high) == pytest.approx((0.55, 0.5, 0.6))
-    assert math.isnan(stats.iqm([0.5]).low)
+    assert math.isnan(rs.iqm([0.5]).low)
 
 
 def test_probability_of_improvement_counts_winning_pairs() -> None:
     x = np.array([0.41, 0.45, 0.39, 0.47, 0.44])
-    dominating = stats.probability_of_improvement(x + 0.1, x)
+    dominating = rs.probability_of_improvement(x + 0.1, x)
     assert (dominating.estimate, dominating.low, dominating.high) == (1.0, 1.0, 1.0)
-    identical = stats.probability_of_improvement(x, x)
+    identical = rs.probability_of_improvement(x, x)
     assert identical.estimate == 0.5 and identical.low < 0.5 < identical.high
     # 3 beats 2; 5 and 6 beat 2 and 4: 5 of the 6 pairs.
-    assert stats.probability_of_improvement([3.0, 5.0, 6.0], [2.0, 4.0]).estimate == 5 / 6
+    assert rs.probability_of_improvement([3.0, 5.0, 6.0], [2.0, 4.0]).estimate == 5 / 6
     with pytest.raises(ValueError, match="worlds"):
-        stats.probability_of_improvement(np.ones((3, 2)), np.ones((3, 1)))
+        rs.probability_of_improvement(np.ones((3, 2)), np.ones((3, 1)))
 
 
 def test_bootstraps_are_deterministic_and_leave_numpys_generator_alone() -> None:
@@ -73,12 +74,15 @@ def test_bootstraps_are_deterministic_and_leave_numpys_generator_alone() -> None
     np.random.seed(123)
     expected_draw = np.random.random()
     np.random.seed(123)
-    first = stats.iqm(scores), stats.probability_of_improvement(scores, scores - 0.02)
+    first = rs.iqm(scores), rs.probability_of_improvement(scores, scores - 0.02)
     assert np.random.random() == expected_draw  # the caller's stream is untouched
-    second = stats.iqm(scores), stats.probability_of_improvement(scores, scores - 0.02)
+    second = (
+        rs.iqm(scores),
+        rs.probability_of_improvement(scores, scores - 0.02),
+    )
     assert first == second
     matrix = {"a": np.column_stack([scores, scores + 1]), "b": np.ones((4, 2))}
-    one, two = stats.aggregate_estimates(matrix), stats.aggregate_estimates(matrix)
+    one, two = rs.aggregate_estimates(matrix), rs.aggregate_estimates(matrix)
     for policy in matrix:
         assert np.array_equal(one[1][policy], two[1][policy])
 
@@ -86,13 +90,13 @@ def test_bootstraps_are_deterministic_and_leave_numpys_generator_alone() -> None
 def test_aggregates_and_profiles_over_worlds() -> None:
     # Two worlds: per-world means 2 and 12; all runs 1, 2, 3, 11, 12, 13.
     scores = {"p": np.array([[1.0, 11.0], [2.0, 12.0], [3.0, 13.0]])}
-    points, intervals = stats.aggregate_estimates(scores, reps=200)
+    points, intervals = rs.aggregate_estimates(scores, reps=200)
     median, iqm, mean = points["p"]
-    assert stats.AGGREGATE_METRICS == ("Median", "IQM", "Mean")
+    assert rs.AGGREGATE_METRICS == ("Median", "IQM", "Mean")
     assert median == 7.0 and mean == 7.0
     assert iqm == pytest.approx(7.0)  # trims one run per end: 2, 3, 11, 12
     assert intervals["p"].shape == (2, 3)
-    profiles, bands = stats.performance_profiles(scores, np.array([0.0, 2.5, 20.0]), reps=200)
+    profiles, bands = rs.performance_profiles(scores, np.array([0.0, 2.5, 20.0]), reps=200)
     assert profiles["p"].tolist() == [1.0, pytest.approx(4 / 6), 0.0]
     assert bands["p"].shape == (2, 3)
 

@@ -34,7 +34,7 @@ import json, sys
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 from blueprints.kernels import blend as kernels_blend
-from blueprints.kernels.blend import BlendFunction, _blend_fwd_kernel, _scale_kernel
+from blueprints.kernels.triton_blend import BlendFunction, _blend_fwd_kernel, _scale_kernel
 
 assert isinstance(_blend_fwd_kernel, InterpretedFunction)
 assert isinstance(_scale_kernel, InterpretedFunction)
@@ -121,7 +121,7 @@ def test_public_blend_is_the_pytorch_expression_off_cuda():
 
 
 def test_kernel_launcher_rejects_mismatched_inputs():
-    from blueprints.kernels.blend import blend_forward
+    from blueprints.kernels.triton_blend import blend_forward
 
     with pytest.raises(ValueError, match="equal shape, dtype and device"):
         blend_forward(torch.zeros(2, 3), torch.zeros(3, 2), 0.5)

@@ -6,10 +6,10 @@ import pytest
 from zoo_helpers import hostile_agent, tiny_train_args
 
 from agents.rollout import EpisodeResult
+from agents.run import main as run_policy
+from agents.zoo.evaluate import main as evaluate
 from agents.zoo.safe_load import UntrustedAgentError
-from scripts.evaluate_agent import main as evaluate
-from scripts.run_policy import main as run_policy
-from scripts.train_agent import main as train
+from agents.zoo.train import main as train
 
 
 def test_trained_agent_is_evaluated_in_the_episode_schema(

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from zoo_helpers import hostile_agent
 
+from agents.run import main as run_policy
 from agents.zoo.safe_load import UntrustedAgentError
-from scripts.run_policy import main as run_policy
 
 
 def test_a_crafted_agent_is_refused_unless_trusted(

@@ -12,9 +12,9 @@ from agents.zoo.callbacks import EsperMetricsCallback
 from agents.zoo.envs import make_esper_env
 from agents.zoo.policy import load_sb3_policy
 from agents.zoo.safe_load import UntrustedAgentError
+from agents.zoo.train import main
 from benchmarks import leaderboard
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
-from scripts.train_agent import main
 
 
 # maskable_ppo runs two subprocess envs: its masks then come through SubprocVecEnv.env_method.
@@ -58,7 +58,7 @@ def test_smoke_run_saves_reloads_and_evaluates(
     assert config["n_envs"] == n_envs
     saved_args = yaml.safe_load((run / "Esper-CIFAR-Mini-v0" / "args.yml").read_text())
     assert saved_args["algo"] == algo
-    assert saved_args["command"].startswith(f"python scripts/train_agent.py --algo {algo} ")
+    assert saved_args["command"].startswith(f"esper-train --algo {algo} ")
     assert leaderboard.training_command(result.model_path) == saved_args["command"]
     monitor = [row for i in range(n_envs) for row in read_monitor(run / f"{i}.monitor.csv")]
     assert len(monitor) == 32 // tiny_env_kwargs["episode_epochs"]
@@ -146,14 +146,30 @@ def test_track_offline_writes_history_with_esper_keys(
     monkeypatch.setenv("WANDB_SILENT", "true")
     args = tiny_train_args(tiny_env_kwargs, tmp_path / "logs", "recurrent_ppo")
     result = main(
-        [*args, "-n", "32", "--eval-freq", "-1", "--track", "--wandb-project", "esper-test"]
+        [
+            *args,
+            "-n",
+            "32",
+            "--eval-freq",
+            "-1",
+            "--track",
+            "--wandb-project-name",
+            "esper-test",
+            "--wandb-group",
+            "ablation",
+            "-tags",
+            "mini",
+            "smoke",
+        ]
     )
 
     assert "wandb sync" in capsys.readouterr().out
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     assert result.wandb_dir == run_dir
     (run_file,) = run_dir.glob("run-*.wandb")
-    rows, config = read_wandb_history(run_file)
+    rows, config, run = read_wandb_history(run_file)
+    assert run["group"] == "ablation"
+    assert run["tags"][:2] == ["mini", "smoke"] and run["tags"][2].startswith("v")  # + SB3's
     keys = set().union(*rows)
     for key in [
         "esper/final_val_accuracy",
@@ -171,7 +187,7 @@ def test_track_offline_writes_history_with_esper_keys(
     assert config["env_id"] == "Esper-CIFAR-Mini-v0"
     assert config["hyperparams"]["n_steps"] == 16
     assert config["env_kwargs"]["episode_epochs"] == tiny_env_kwargs["episode_epochs"]
-    assert "git_commit" in config
+    assert "git_commit" in config and config["command"].startswith("esper-train ")
 
 
 def test_bad_env_kwarg_fails_by_name_before_any_folder(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ import yaml
 from zoo_helpers import read_monitor, tiny_train_args
 
 from agents.multi_agent_sb3 import make_agent_view
+from agents.zoo import train as train_agent
 from agents.zoo.policy import SB3Policy, load_sb3_policy
+from agents.zoo.train import MultiAgentTrainResult, main
 from esper_env.envs.multi_agent import AGENTS
-from scripts import train_agent
-from scripts.train_agent import MultiAgentTrainResult, main
 
 ENV = "Esper-CIFAR-Mini-v0"
 

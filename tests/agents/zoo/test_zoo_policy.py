@@ -4,6 +4,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sb3_contrib import MaskablePPO, RecurrentPPO
+from stable_baselines3 import A2C, PPO
 
 from agents.rollout import load_policy
 from agents.zoo.envs import make_esper_env
@@ -35,6 +36,18 @@ def test_recurrent_policy_carries_and_resets_its_state(env) -> None:
     hidden = policy._state[0].copy()
     policy.act(obs, info)
     assert not np.array_equal(policy._state[0], hidden)  # the state moves on
+
+
+def test_the_algo_is_inferred_from_the_model_or_checked_against_it(env) -> None:
+    ppo = PPO("MlpPolicy", env, n_steps=8, batch_size=8, seed=0, device="cpu")
+    assert SB3Policy(ppo).algo == "ppo"
+    with pytest.raises(ValueError, match="needs a RecurrentPPO model, got a PPO"):
+        SB3Policy(ppo, "recurrent_ppo")
+    with pytest.raises(ValueError, match="unknown algo 'sac'"):
+        SB3Policy(ppo, "sac")
+    a2c = A2C("MlpPolicy", env, n_steps=8, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="cannot tell the algo of a A2C model"):
+        SB3Policy(a2c)
 
 
 def test_maskable_policy_never_takes_a_masked_action(env) -> None:

@@ -4,12 +4,20 @@ Forward reads both inputs once and writes the output; backward returns the
 incoming gradient itself as the host's gradient (d out / d host = 1, no copy)
 and computes `alpha * grad` for the seed in one pass. Arithmetic is in float32
 whatever the storage dtype. Used on CUDA; `blueprints.kernels.blend` keeps the
-PyTorch expression elsewhere.
+PyTorch expression elsewhere. Triton is the `[triton]` extra.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
+
+if importlib.util.find_spec("triton") is None:
+    raise ModuleNotFoundError(
+        "the CUDA blend kernel needs Triton, which is not installed: pip install 'esper[triton]'",
+        name="triton",
+    )
 import triton
 import triton.language as tl
 
