@@ -16,6 +16,7 @@ EXTRAS: dict[str, str] = {
     "optuna": "optuna",
     "matplotlib": "benchmarks",
     "rliable": "benchmarks",
+    "textual": "dashboard",
 }
 
 

@@ -3,6 +3,12 @@
 Example:
     esper-run --env Esper-CIFAR-Mini-v0 --policy heuristic --episodes 3 --seed 0
 
+While it runs, progress bars (on stderr, in a terminal) show the episodes done and each
+episode's steps with its latest validation accuracy; after each episode come its line
+and a table of its steps (epoch, action, transition, validation accuracy, reward).
+`--quiet` prints neither (results still go to `--out`). With `--telemetry-dir DIR`, the
+env writes its telemetry there, for `esper-watch DIR` to follow live.
+
 A trained agent (`--policy ALGO:PATH`) is untrusted input: nothing pickled in its file is
 loaded (see `agents.zoo.safe_load`) unless `--trust-agent` is given, which runs code from it.
 """
@@ -17,6 +23,7 @@ import gymnasium as gym
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values, run_cli
 from agents.policies import POLICY_NAMES
+from agents.progress import QUIET_HELP, Progress
 from agents.rollout import EpisodeResult, load_policy, run_episodes
 from agents.zoo.safe_load import TRUST_AGENT_HELP
 
@@ -33,14 +40,27 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed+i")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
+    parser.add_argument(
+        "--telemetry-dir",
+        type=Path,
+        metavar="DIR",
+        help="write the env's telemetry to DIR (--env-kwargs telemetry_dir:DIR); "
+        "watch it with esper-watch DIR",
+    )
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, help="append one JSON line per episode to this file")
     parser.add_argument(
         "--trust-agent", action="store_true", help=f"for ALGO:PATH: {TRUST_AGENT_HELP}"
     )
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     args = parser.parse_args(argv)
 
-    env = gym.make(args.env, **parse_key_values(args.env_kwargs))
+    env_kwargs = parse_key_values(args.env_kwargs)
+    if args.telemetry_dir is not None:
+        if "telemetry_dir" in env_kwargs:
+            parser.error("give --telemetry-dir or --env-kwargs telemetry_dir:DIR, not both")
+        env_kwargs["telemetry_dir"] = str(args.telemetry_dir)
+    env = gym.make(args.env, **env_kwargs)
     policy = load_policy(
         args.policy,
         env,
@@ -49,7 +69,16 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
         trust=args.trust_agent,
     )
     seeds = range(args.seed, args.seed + args.episodes)
-    results = run_episodes(env, policy, seeds=seeds, policy_name=args.policy, out=args.out)
+    with Progress(quiet=args.quiet) as progress:
+        results = run_episodes(
+            env,
+            policy,
+            seeds=seeds,
+            policy_name=args.policy,
+            out=args.out,
+            progress=progress,
+            step_tables=True,
+        )
     env.close()
     return results
 

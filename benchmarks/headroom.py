@@ -9,7 +9,9 @@ with a 95% t interval, and its probability of improvement over the bare host
 (`benchmarks.stats`).
 
 Rows are appended to `<out>.jsonl` as they finish (a rerun skips finished ones)
-and `<out>.md` is rewritten after each.
+and `<out>.md` is rewritten after each. Progress bars (stderr, in a terminal: episodes
+to run, and each episode's epochs) and a line per row show while it runs; `--quiet`
+prints neither.
 
 Usage:
     ESPER_DATA_DIR=../shared/datasets python -m benchmarks.headroom \
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 from agents.cli import parse_key_values
+from agents.progress import QUIET_HELP, EpisodeSink, Progress
 from benchmarks.machine import fix_threads, machine_record
 from benchmarks.robust_stats import iqm, probability_of_improvement
 from benchmarks.stats import paired_difference, t_interval
@@ -96,8 +99,13 @@ def parse_arm(text: str) -> Arm:
     return Arm(name=name, blueprint=blueprint, slots=tuple(slots.split(",")))
 
 
-def run_arm(world: World, arm: Arm, seed: int) -> tuple[float, float, int]:
-    """Trains the arm's architecture for one episode; returns (val acc, test acc, added params)."""
+def run_arm(
+    world: World, arm: Arm, seed: int, progress: EpisodeSink | None = None
+) -> tuple[float, float, int]:
+    """Trains the arm's architecture for one episode; returns (val acc, test acc, added params).
+
+    `progress` is told of the episode and of each epoch's validation accuracy.
+    """
     world.start_episode(seed)
     if arm.blueprint is not None:
         irs = {ir.metadata.name: ir for ir in world.blueprint_irs}
@@ -113,8 +121,15 @@ def run_arm(world: World, arm: Arm, seed: int) -> tuple[float, float, int]:
             result = world.model.graft(slot, seed_module, arm.blueprint)
             if not result.ok:
                 raise ValueError(f"graft into {slot} refused: {result.reason}")
-    for _ in range(world.config.episode_epochs):
+    epochs = world.config.episode_epochs
+    if progress is not None:
+        progress.start_episode(f"{arm.name} seed {seed}", epochs)
+    for _ in range(epochs):
         world.train_epoch()
+        if progress is not None:
+            progress.step(world.metrics.val_accuracy)
+    if progress is not None:
+        progress.end_episode()
     return world.metrics.val_accuracy, world.test_accuracy(), world.added_params()
 
 
@@ -168,6 +183,7 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
     parser.add_argument("--arm", action="append", default=[], metavar="NAME=BP@SLOTS")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (recorded)")
     parser.add_argument("--out", type=Path, default=None, help="report stem (no suffix)")
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     args = parser.parse_args(argv)
     fix_threads(args.threads)
     arms = [Arm(name="bare"), *(parse_arm(a) for a in args.arm)]
@@ -177,14 +193,14 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
     rows = read_rows(jsonl)
     done = {(r.arm, r.seed) for r in rows if r.env_kwargs == kwargs and r.env_id == args.env}
     command = "python -m benchmarks.headroom " + shlex.join(argv or sys.argv[1:])
+    todo = [(seed, arm) for seed in args.seeds for arm in arms if (arm.name, seed) not in done]
     world = World.from_preset(args.env, **kwargs)
     try:
-        for seed in args.seeds:
-            for arm in arms:
-                if (arm.name, seed) in done:
-                    continue
+        with Progress(quiet=args.quiet) as progress:
+            progress.start_run(len(todo))
+            for seed, arm in todo:
                 start = time.perf_counter()
-                val, test, added = run_arm(world, arm, seed)
+                val, test, added = run_arm(world, arm, seed, progress)
                 row = HeadroomRow(
                     env_id=args.env,
                     env_semantics_version=ENV_SEMANTICS_VERSION,
@@ -197,12 +213,12 @@ def main(argv: list[str] | None = None) -> list[HeadroomRow]:
                     wall_seconds=time.perf_counter() - start,
                     machine=machine_record(world.device),
                 )
-                print(f"{arm.name} seed {seed}: test {test:.4f} ({row.wall_seconds:.1f}s)")
                 rows.append(row)
                 jsonl.parent.mkdir(parents=True, exist_ok=True)
                 with jsonl.open("a") as f:
                     f.write(row.model_dump_json() + "\n")
                 md.write_text(render(rows, command))
+                progress.echo(f"{arm.name} seed {seed}: test {test:.4f} ({row.wall_seconds:.1f}s)")
     finally:
         world.close()
     md.write_text(render(rows, command))  # also when every row was already there

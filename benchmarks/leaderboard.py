@@ -49,6 +49,7 @@ import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.extras import require_extra
 from agents.policies import POLICY_NAMES
+from agents.progress import QUIET_HELP, Progress
 from agents.rollout import EpisodeResult, load_policy, run_episode
 from benchmarks.machine import cpu_model, fix_threads, make_reproducible
 from benchmarks.robust_stats import (
@@ -295,6 +296,7 @@ def run_board(
     deterministic: bool = True,
     agent_commands: dict[str, str] | None = None,
     trust_agents: bool = False,
+    progress: Progress | None = None,
 ) -> list[BoardEntry]:
     """Runs every (policy, seed) not yet on the board, appending each episode as it ends.
 
@@ -311,6 +313,8 @@ def run_board(
         agent_commands: The command that trained each `ALGO:PATH` agent, by spec; an agent
             left out must sit in an `esper-train` run folder that records its command.
         trust_agents: Load agent files that need unpickling (runs code from the file).
+        progress: Shows the bars of the run (episodes to run) and of each episode, and
+            prints a line per episode (quiet: none); default: the lines only.
 
     Returns:
         The entries this call ran (none when the board was complete).
@@ -355,6 +359,8 @@ def run_board(
     world = env.unwrapped.world
     machine = machine_description(world.device)
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress or Progress(bars=False)
+    progress.start_run(sum(len(todo) for todo in pending.values()))
     try:
         for spec, todo in pending.items():
             if not todo:
@@ -364,7 +370,7 @@ def run_board(
             )
             sha256, command = agents.get(spec, (None, None))
             for seed in todo:
-                result = run_episode(env, policy, seed=seed, policy_name=spec)
+                result = run_episode(env, policy, seed=seed, policy_name=spec, progress=progress)
                 entry = BoardEntry(
                     **result.model_dump(exclude={"device", "machine"}),
                     device=str(world.device),
@@ -384,11 +390,10 @@ def run_board(
                 with path.open("a", encoding="utf-8") as handle:
                     handle.write(entry.model_dump_json() + "\n")
                 new.append(entry)
-                print(
+                progress.echo(
                     f"{spec} seed {seed}: test_acc {entry.final_test_accuracy:.4f} "
                     f"params_added {entry.params_added} return {entry.episode_return:.3f} "
-                    f"({entry.wall_seconds:.1f}s)",
-                    flush=True,
+                    f"({entry.wall_seconds:.1f}s)"
                 )
     finally:
         env.close()
@@ -1082,6 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--render", action=argparse.BooleanOptionalAction, default=True, help="render afterwards"
     )
+    run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     show = commands.add_parser("render", help="write the board's Markdown table and plots")
     show.add_argument(
         "--readme", type=Path, help="also regenerate the board's section of this README"
@@ -1120,16 +1126,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         fix_threads(args.threads)
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        run_board(
-            args.env,
-            policies,
-            evaluation_seeds(args.seeds, args.first_seed),
-            env_kwargs=parse_key_values(args.env_kwargs),
-            out_dir=args.out_dir,
-            deterministic=args.deterministic,
-            agent_commands=dict(item.partition("=")[::2] for item in args.agent_command),
-            trust_agents=args.trust_agent,
-        )
+        with Progress(quiet=args.quiet) as progress:
+            run_board(
+                args.env,
+                policies,
+                evaluation_seeds(args.seeds, args.first_seed),
+                env_kwargs=parse_key_values(args.env_kwargs),
+                out_dir=args.out_dir,
+                deterministic=args.deterministic,
+                agent_commands=dict(item.partition("=")[::2] for item in args.agent_command),
+                trust_agents=args.trust_agent,
+                progress=progress,
+            )
         if args.render:
             print(f"wrote {render_board(args.env, args.out_dir)}")
         return 0

@@ -15,6 +15,8 @@ seeds (`--seeds`, default 3) so that every row is compared with the baseline pai
 Each row is appended to `<out-dir>/seed_paper.jsonl` as soon as it finishes and
 the Markdown table `<out-dir>/seed_paper.md` is rewritten, so an interrupted run
 keeps the finished rows; a rerun skips (row, seed) pairs already in the JSONL.
+Progress bars (stderr, in a terminal: episodes to run, and each episode's epochs) and
+a line per row show while it runs; `--quiet` prints neither.
 
 Usage:
     ESPER_DATA_DIR=../shared/datasets python -m benchmarks.seed_paper \
@@ -38,6 +40,7 @@ from pydantic import Field
 
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
+from agents.progress import QUIET_HELP, EpisodeSink, Progress
 from agents.rollout import load_policy, run_episode
 from benchmarks.machine import fix_threads
 from benchmarks.robust_stats import iqm, probability_of_improvement
@@ -63,6 +66,8 @@ POLICY_ROWS = {
     "Tamiyo-driven (heuristic)": "heuristic",
 }
 SCRATCH_ROW = "from scratch (grown architecture)"
+#: The row whose final architecture the scratch row retrains.
+GROWN_ROW = "Tamiyo-driven (heuristic)"
 #: Command-line keys of the rows (`--rows`), in the table's order.
 ROW_KEYS = dict(zip(("noop", "fixed", "heuristic", "scratch"), ORIGINAL, strict=True))
 
@@ -133,12 +138,14 @@ def reinitialise(module: torch.nn.Module, seed: int) -> None:
             raise ValueError(f"cannot re-initialise {name!r}: it has no reset_parameters()")
 
 
-def from_scratch(world: World, seed: int, epochs: int) -> SeedPaperRow:
+def from_scratch(
+    world: World, seed: int, epochs: int, progress: EpisodeSink | None = None
+) -> SeedPaperRow:
     """Exports `world.model` statically, re-initialises it and retrains it like the env does.
 
     The static network is given one dormant slot after its stem only so that
     Tolaria's `Trainer` (which trains `MorphogeneticModel`s) can drive it; a dormant
-    slot computes nothing.
+    slot computes nothing. `progress` is told of each epoch.
     """
     start = time.perf_counter()
     architecture = describe(world.model)
@@ -149,7 +156,15 @@ def from_scratch(world: World, seed: int, epochs: int) -> SeedPaperRow:
         static, {"stem": "stem"}, world.config.lifecycle, example_input=probe
     )
     trainer = world_trainer(world, model, seed)
-    curve = [trainer.train_epoch().val_accuracy for _ in range(epochs)]
+    if progress is not None:
+        progress.start_episode(f"from scratch seed {seed}", epochs)
+    curve: list[float] = []
+    for _ in range(epochs):
+        curve.append(trainer.train_epoch().val_accuracy)
+        if progress is not None:
+            progress.step(curve[-1])
+    if progress is not None:
+        progress.end_episode()
     _, test_accuracy = trainer.evaluate(world.splits.test)
     params = sum(p.numel() for p in static.parameters())
     return SeedPaperRow(
@@ -272,6 +287,7 @@ def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
         choices=list(ROW_KEYS),
         help="rows to run (scratch reruns the heuristic episode unless this run made it)",
     )
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     args = parser.parse_args(argv)
     fix_threads(args.threads)
     kwargs = parse_key_values(args.env_kwargs)
@@ -297,43 +313,47 @@ def main(argv: list[str] | None = None) -> list[SeedPaperRow]:
         f"device {world.device}.\n\n{differences(world)}"
     )
 
-    def save(row: SeedPaperRow) -> None:
+    def save(row: SeedPaperRow, progress: Progress) -> None:
         with jsonl.open("a", encoding="utf-8") as handle:
             handle.write(row.model_dump_json() + "\n")
         # Re-read: another run may have appended rows meanwhile.
         (args.out_dir / "seed_paper.md").write_text(render(read_rows(jsonl), header), "utf-8")
-        print(
+        progress.echo(
             f"{row.row} seed {row.seed}: test {100 * row.test_accuracy:.2f}% "
-            f"({row.wall_seconds:.0f}s)",
-            flush=True,
+            f"({row.wall_seconds:.0f}s)"
         )
 
-    for seed in seeds:
-        todo = {name for name in wanted if (name, seed) not in finished}
-        for name, spec in POLICY_ROWS.items():
-            needs_model = name == "Tamiyo-driven (heuristic)" and SCRATCH_ROW in todo
-            if name not in todo and not needs_model:
-                continue
-            policy = load_policy(spec, env, seed=seed)
-            result = run_episode(env, policy, seed=seed, policy_name=spec)
-            if name in todo:
-                save(
-                    SeedPaperRow(
-                        row=name,
-                        seed=seed,
-                        test_accuracy=result.final_test_accuracy,
-                        val_accuracy=result.final_val_accuracy,
-                        params=world.base_params + result.params_added,
-                        params_added=result.params_added,
-                        epochs=result.steps,
-                        wall_seconds=result.wall_seconds,
-                        val_accuracy_curve=result.val_accuracy_curve,
-                        architecture=describe(world.model),
+    todos = {seed: {name for name in wanted if (name, seed) not in finished} for seed in seeds}
+    # Each row is an episode, and the scratch row needs this run's heuristic episode.
+    planned = sum(len(t) + (SCRATCH_ROW in t and GROWN_ROW not in t) for t in todos.values())
+    with Progress(quiet=args.quiet) as progress:
+        progress.start_run(planned)
+        for seed, todo in todos.items():
+            for name, spec in POLICY_ROWS.items():
+                needs_model = name == GROWN_ROW and SCRATCH_ROW in todo
+                if name not in todo and not needs_model:
+                    continue
+                policy = load_policy(spec, env, seed=seed)
+                result = run_episode(env, policy, seed=seed, policy_name=spec, progress=progress)
+                if name in todo:
+                    save(
+                        SeedPaperRow(
+                            row=name,
+                            seed=seed,
+                            test_accuracy=result.final_test_accuracy,
+                            val_accuracy=result.final_val_accuracy,
+                            params=world.base_params + result.params_added,
+                            params_added=result.params_added,
+                            epochs=result.steps,
+                            wall_seconds=result.wall_seconds,
+                            val_accuracy_curve=result.val_accuracy_curve,
+                            architecture=describe(world.model),
+                        ),
+                        progress,
                     )
-                )
-        if SCRATCH_ROW in todo:
-            # The world still holds this seed's heuristic episode's final model.
-            save(from_scratch(world, seed, config.episode_epochs))
+            if SCRATCH_ROW in todo:
+                # The world still holds this seed's heuristic episode's final model.
+                save(from_scratch(world, seed, config.episode_epochs, progress), progress)
     env.close()
     rows = read_rows(jsonl)
     (args.out_dir / "seed_paper.md").write_text(render(rows, header), encoding="utf-8")

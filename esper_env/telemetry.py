@@ -20,11 +20,13 @@ from typing import Annotated, Any, Literal, TextIO
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from esper_env.contracts import SeedStage, StrictModel, TelemetryName
+from esper_env.contracts import SeedStage, SlotReport, StrictModel, TelemetryName
 
-#: Bumped whenever an event's fields change meaning. 2: every event carries `env`,
-#: `seed` and `episode_seed`; 1: the first version.
-TELEMETRY_SCHEMA_VERSION = 2
+#: Bumped whenever an event's fields change meaning. 3: episodes and steps are events
+#: (`episode_started`, `step_ended`, `episode_ended`: actions, reward terms, slot
+#: states, wall times, the acting policy); 2: every event carries `env`, `seed` and
+#: `episode_seed`; 1: the first version.
+TELEMETRY_SCHEMA_VERSION = 3
 
 #: The files `read_events` reads in a telemetry directory.
 TELEMETRY_GLOB = "events*.jsonl"
@@ -44,7 +46,7 @@ class _Event(StrictModel):
         step: Environment step (epoch) within the episode.
     """
 
-    schema_version: Literal[2] = TELEMETRY_SCHEMA_VERSION
+    schema_version: Literal[3] = TELEMETRY_SCHEMA_VERSION
     env: TelemetryName
     seed: int | None
     episode_seed: int
@@ -121,8 +123,89 @@ class EpochEnd(_Event):
     seed_params: int
 
 
+class EpisodeStarted(_Event):
+    """An episode began on a freshly initialised host (step 0).
+
+    Attributes:
+        episode_epochs: Steps the episode lasts unless the host becomes unrecoverable.
+        slots: The slot names, in slot order.
+        host_params: Parameters of the bare host.
+        param_budget: Parameters seeds may add, as a multiple of `host_params`.
+        val_accuracy: Validation accuracy of the untrained host.
+        policy: Name of the acting policy, as the runner told the env (None: not told).
+        time: Wall-clock time (Unix seconds).
+    """
+
+    event: Literal["episode_started"] = "episode_started"
+    episode_epochs: int = Field(ge=1)
+    slots: list[str]
+    host_params: int
+    param_budget: float
+    val_accuracy: float
+    policy: str | None
+    time: float
+
+
+class StepEnded(_Event):
+    """An environment step finished: its actions, its epoch, its reward, the slots after it.
+
+    Attributes:
+        actions: What each agent did, in words (`tamiyo`: `germinate slot1
+            residual_block blend 3`); the single-agent env has only `tamiyo`.
+        refused: The agents whose action a gate refused.
+        reward: Tamiyo's reward (the sum of `reward_terms`).
+        reward_terms: Tamiyo's Simic terms of the step (the team's, in the multi-agent env).
+        val_accuracy: Validation accuracy after the epoch.
+        params_added: Parameters seeds add over the bare host, live and fossilized.
+        slots: Every slot's report after the step.
+        seconds: Wall time of the step (operations, epoch, measurements).
+        time: Wall-clock time at its end (Unix seconds).
+    """
+
+    event: Literal["step_ended"] = "step_ended"
+    actions: dict[str, str]
+    refused: list[str]
+    reward: float
+    reward_terms: dict[str, float]
+    val_accuracy: float
+    params_added: int
+    slots: list[SlotReport]
+    seconds: float = Field(ge=0)
+    time: float
+
+
+class EpisodeEnded(_Event):
+    """An episode finished (truncated at `episode_epochs`, or terminated: unrecoverable).
+
+    Attributes:
+        terminated: The host became unrecoverable (else the epoch budget ran out).
+        episode_return: Tamiyo's summed reward.
+        final_val_accuracy: Validation accuracy at the end.
+        final_test_accuracy: Test accuracy, measured once, at the end.
+        seconds: Wall time of the episode.
+        time: Wall-clock time at its end (Unix seconds).
+    """
+
+    event: Literal["episode_ended"] = "episode_ended"
+    terminated: bool
+    episode_return: float
+    final_val_accuracy: float
+    final_test_accuracy: float
+    seconds: float = Field(ge=0)
+    time: float
+
+
 TelemetryEvent = Annotated[
-    Germinated | StageChanged | GateRefused | Pruned | Fossilized | GovernorRollback | EpochEnd,
+    Germinated
+    | StageChanged
+    | GateRefused
+    | Pruned
+    | Fossilized
+    | GovernorRollback
+    | EpochEnd
+    | EpisodeStarted
+    | StepEnded
+    | EpisodeEnded,
     Field(discriminator="event"),
 ]
 

@@ -15,9 +15,16 @@ import pytest
 from zoo_helpers import as_key_values
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ("esper-train", "esper-eval", "esper-run", "esper-leaderboard")
+SCRIPTS = (
+    "esper-train",
+    "esper-eval",
+    "esper-run",
+    "esper-leaderboard",
+    "esper-watch",
+    "esper-report",
+)
 #: The packages of the extras; a slim install (`pip install esper`) has none of them.
-EXTRA_MODULES = ("wandb", "tensorboard", "triton", "optuna", "matplotlib", "rliable")
+EXTRA_MODULES = ("wandb", "tensorboard", "triton", "optuna", "matplotlib", "rliable", "textual")
 
 
 def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -40,7 +47,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("esper_env", "agents", "blueprints", "benchmarks"):
+    for package in ("esper_env", "agents", "blueprints", "benchmarks", "karn"):
         shutil.copytree(
             REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -188,6 +195,8 @@ print("ok", sorted(ALGOS))
         ("import agents.zoo.optimize", "optuna"),
         ("import benchmarks.leaderboard", "benchmarks"),
         ("import blueprints.kernels.triton_blend", "triton"),
+        ("import karn.watch", "dashboard"),
+        ("import karn.report", "benchmarks"),
     ],
 )
 def test_a_missing_extra_is_named_with_its_install_line(

@@ -6,18 +6,21 @@ from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from agents.zoo.maskable_recurrent_ppo import MaskableRecurrentPPO
+
 #: `--algo` name to algorithm class; RecurrentPPO is the default (Tamiyo needs memory).
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "recurrent_ppo": RecurrentPPO,
+    "maskable_recurrent_ppo": MaskableRecurrentPPO,
     "maskable_ppo": MaskablePPO,
     "ppo": PPO,
 }
 
 #: Algorithms whose policies carry an LSTM state across steps.
-RECURRENT_ALGOS = frozenset({"recurrent_ppo"})
+RECURRENT_ALGOS = frozenset({"recurrent_ppo", "maskable_recurrent_ppo"})
 
-#: Algorithms that take `action_masks` (the env's flat per-dimension mask).
-MASKABLE_ALGOS = frozenset({"maskable_ppo"})
+#: Algorithms that take `action_masks` (the env's `action_masks()`).
+MASKABLE_ALGOS = frozenset({"maskable_ppo", "maskable_recurrent_ppo"})
 
 
 def algo_class(name: str) -> type[BaseAlgorithm]:

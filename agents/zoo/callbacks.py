@@ -16,6 +16,8 @@ import numpy as np
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
+from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS
+from agents.zoo.maskable_recurrent_ppo import CarriedLstmState
 from esper_env.contracts import SeedStage
 
 #: Final-info counters averaged over the episodes that ended in a rollout.
@@ -143,3 +145,30 @@ class ResumableEvalCallback(_ResumableEvaluations, EvalCallback):
 
 class ResumableMaskableEvalCallback(_ResumableEvaluations, MaskableEvalCallback):
     """sb3-contrib's MaskableEvalCallback (evaluates with action masks) that continues one."""
+
+
+class ResumableMaskableRecurrentEvalCallback(ResumableMaskableEvalCallback):
+    """The masked evaluation for `MaskableRecurrentPPO`, with the LSTM state carried.
+
+    sb3-contrib's masked `evaluate_policy` drops a recurrent model's state (see
+    `CarriedLstmState`); during each evaluation the callback's model is that proxy.
+    """
+
+    def _on_step(self) -> bool:
+        if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
+            return super()._on_step()
+        model = self.model
+        self.model = CarriedLstmState(model)  # type: ignore[assignment]
+        try:
+            return super()._on_step()
+        finally:
+            self.model = model
+
+
+def eval_callback_class(algo: str) -> type[EvalCallback]:
+    """The resumable evaluation callback that evaluates `algo` as it acts (masks, LSTM state)."""
+    if algo in MASKABLE_ALGOS and algo in RECURRENT_ALGOS:
+        return ResumableMaskableRecurrentEvalCallback
+    if algo in MASKABLE_ALGOS:
+        return ResumableMaskableEvalCallback
+    return ResumableEvalCallback

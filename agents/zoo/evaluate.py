@@ -9,6 +9,8 @@ trained agents and baselines compare on equal terms. When the model sits in a ru
 of `esper-train`, the env kwargs it was trained with are used unless `--env-kwargs`
 is given. The model file is untrusted input: nothing pickled in it is loaded (see
 `agents.zoo.safe_load`) unless `--trust-agent` is given, which runs code from it.
+Progress bars (stderr, in a terminal) and a line per episode show while it runs;
+`--quiet` prints neither, only the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cli import parse_key_values, run_cli
+from agents.progress import QUIET_HELP, Progress
 from agents.rollout import EpisodeResult, run_episodes
 from agents.zoo.algos import ALGOS
 from agents.zoo.envs import make_esper_env
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
     parser.add_argument("--device", default="cpu", help="torch device of the policy")
     parser.add_argument("--out", type=Path, help="append one JSON line per episode to this file")
     parser.add_argument("--trust-agent", action="store_true", help=TRUST_AGENT_HELP)
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     args = parser.parse_args(argv)
 
     model_path = resolve_model(args)
@@ -87,7 +91,10 @@ def main(argv: list[str] | None = None) -> list[EpisodeResult]:
     )
     name = f"{args.algo}:{model_path}"
     seeds = range(args.seed, args.seed + args.episodes)
-    results = run_episodes(env, policy, seeds=seeds, policy_name=name, out=args.out)
+    with Progress(quiet=args.quiet) as progress:
+        results = run_episodes(
+            env, policy, seeds=seeds, policy_name=name, out=args.out, progress=progress
+        )
     env.close()
     returns = t_interval([r.episode_return for r in results])
     tests = t_interval([r.final_test_accuracy for r in results])

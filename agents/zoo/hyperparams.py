@@ -132,9 +132,18 @@ def _float(text: str) -> float | None:
 
 @functools.cache
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The parameters of `cls.__init__`, without `self`."""
+    """The parameters of `cls.__init__`, without `self`.
+
+    An `__init__` that passes `**kwargs` on to its parent's (a subclass that adds
+    behaviour, not arguments) also takes the parent's parameters.
+    """
     parameters = dict(inspect.signature(cls.__init__).parameters)
     parameters.pop("self", None)
+    variadic = [n for n, p in parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if variadic and len(cls.__mro__) > 1 and cls.__mro__[1] is not object:
+        for name in variadic:
+            parameters.pop(name)
+        parameters = {**_init_parameters(cls.__mro__[1]), **parameters}
     return parameters
 
 

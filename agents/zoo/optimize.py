@@ -53,8 +53,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.extras import require_extra
-from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, algo_class
-from agents.zoo.callbacks import ResumableEvalCallback, ResumableMaskableEvalCallback
+from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+from agents.zoo.callbacks import (
+    ResumableEvalCallback,
+    ResumableMaskableEvalCallback,
+    ResumableMaskableRecurrentEvalCallback,
+)
 from agents.zoo.envs import make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
 from agents.zoo.observation_transform import StampObservationTransform, wrap_vec_env
@@ -280,6 +284,19 @@ class TrialMaskableEvalCallback(_TrialReporting, ResumableMaskableEvalCallback):
     """Evaluates a MaskablePPO trial with action masks and reports to its Optuna trial."""
 
 
+class TrialMaskableRecurrentEvalCallback(_TrialReporting, ResumableMaskableRecurrentEvalCallback):
+    """Evaluates a MaskableRecurrentPPO trial (masks, LSTM state) and reports to its trial."""
+
+
+def trial_callback_class(algo: str) -> type[_TrialReporting]:
+    """The reporting evaluation callback that evaluates `algo` as it acts."""
+    if algo in MASKABLE_ALGOS and algo in RECURRENT_ALGOS:
+        return TrialMaskableRecurrentEvalCallback
+    if algo in MASKABLE_ALGOS:
+        return TrialMaskableEvalCallback
+    return TrialEvalCallback
+
+
 def create_sampler(settings: StudySettings, *, n_existing_trials: int = 0) -> BaseSampler:
     """The study's sampler: `RandomSampler` or a multivariate `TPESampler`.
 
@@ -409,10 +426,7 @@ class TrialObjective:
                 **hyperparams.algo_kwargs(),
             )
             stamp_semantics(model)
-            callback_cls: type[TrialEvalCallback | TrialMaskableEvalCallback] = (
-                TrialMaskableEvalCallback if settings.algo in MASKABLE_ALGOS else TrialEvalCallback
-            )
-            callback = callback_cls(
+            callback = trial_callback_class(settings.algo)(
                 eval_env,
                 trial=trial,
                 n_evaluations=settings.n_evaluations,

@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
 from agents.zoo.observation_transform import (
@@ -18,11 +19,24 @@ from agents.zoo.observation_transform import (
 )
 from agents.zoo.safe_load import load_model, saved_attribute
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
+from esper_env.wrappers import FLAT_ACTIONS_VERSION, FlatMaskedActions
+
+#: The model attribute saying the agent was trained on `FlatMaskedActions` (its version).
+FLAT_ACTIONS_ATTRIBUTE = "esper_flat_actions_version"
 
 
 def stamp_semantics(model: BaseAlgorithm) -> None:
     """Records the env semantics version on a model; SB3 saves it with the model's data."""
     model.env_semantics_version = ENV_SEMANTICS_VERSION  # type: ignore[attr-defined]
+
+
+def stamp_action_interface(model: BaseAlgorithm, env: VecEnv) -> None:
+    """Records on a model that it acts through `FlatMaskedActions`, when its env does.
+
+    Saved with the model, so `load_sb3_policy` can decode its flat actions on a plain env.
+    """
+    if env.env_is_wrapped(FlatMaskedActions)[0]:
+        setattr(model, FLAT_ACTIONS_ATTRIBUTE, FLAT_ACTIONS_VERSION)
 
 
 def check_semantics(model: BaseAlgorithm, path: str | Path) -> None:
@@ -46,7 +60,10 @@ def algo_of(model: BaseAlgorithm) -> str:
     Raises:
         ValueError: The model's class is none of the zoo's algorithms (nor a subclass of one).
     """
-    names = [name for name, cls in ALGOS.items() if isinstance(model, cls)]
+    # The most derived class wins: MaskableRecurrentPPO is also a RecurrentPPO.
+    names = [name for name, cls in ALGOS.items() if type(model) is cls]
+    if not names:
+        names = [name for name, cls in ALGOS.items() if isinstance(model, cls)]
     if len(names) != 1:
         raise ValueError(
             f"cannot tell the algo of a {type(model).__name__} model: it must be one of "
@@ -64,13 +81,17 @@ class SB3Policy:
     a reset); a maskable model is given `info["action_mask"]` as bools (the single-agent
     env gives bools, the multi-agent env int8). A model trained with `normalize` or
     `frame_stack` sees its observations as in training (`ObservationPipeline`, from
-    the transform the model records).
+    the transform the model records). A model trained on `FlatMaskedActions` acts on a
+    plain env through `flat_actions`: it is given the exact flat mask, and its flat
+    action is decoded into the env's `[op, slot, blueprint, speed]`.
 
     Args:
         model: The trained model.
         algo: Its `--algo` name (decides how it is called); None infers it from the
             model's class.
         deterministic: Greedy actions instead of sampled ones.
+        flat_actions: The flat-action codec of the plain env the model acts in (None:
+            the model's actions are the env's own).
 
     Raises:
         ValueError: Unknown algo, a model that is not of `algo`'s class, or (with no
@@ -78,7 +99,12 @@ class SB3Policy:
     """
 
     def __init__(
-        self, model: BaseAlgorithm, algo: str | None = None, *, deterministic: bool = True
+        self,
+        model: BaseAlgorithm,
+        algo: str | None = None,
+        *,
+        deterministic: bool = True,
+        flat_actions: FlatMaskedActions | None = None,
     ) -> None:
         if algo is None:
             algo = algo_of(model)
@@ -89,6 +115,7 @@ class SB3Policy:
         self.model = model
         self.algo = algo
         self.deterministic = deterministic
+        self.flat_actions = flat_actions
         self._state: tuple[np.ndarray, ...] | None = None
         self._episode_start = np.ones((1,), dtype=bool)
         transform = ObservationTransform.of_record(getattr(model, TRANSFORM_ATTRIBUTE, None))
@@ -107,22 +134,21 @@ class SB3Policy:
         """Returns the model's action (an int64 vector) for this observation."""
         if self._pipeline is not None:
             obs = self._pipeline(obs)
+        kwargs: dict[str, Any] = {"deterministic": self.deterministic}
+        if self.algo in MASKABLE_ALGOS:
+            mask = np.asarray(info["action_mask"]).astype(bool)
+            if self.flat_actions is not None:
+                mask = self.flat_actions.flat_mask(info["op_slot_mask"], mask)
+            kwargs["action_masks"] = mask
         if self.algo in RECURRENT_ALGOS:
             action, self._state = self.model.predict(
-                obs,
-                state=self._state,
-                episode_start=self._episode_start,
-                deterministic=self.deterministic,
+                obs, state=self._state, episode_start=self._episode_start, **kwargs
             )
             self._episode_start = np.zeros((1,), dtype=bool)
-        elif self.algo in MASKABLE_ALGOS:
-            action, _ = self.model.predict(  # type: ignore[call-arg]
-                obs,
-                action_masks=np.asarray(info["action_mask"]).astype(bool),
-                deterministic=self.deterministic,
-            )
         else:
-            action, _ = self.model.predict(obs, deterministic=self.deterministic)
+            action, _ = self.model.predict(obs, **kwargs)
+        if self.flat_actions is not None:
+            return self.flat_actions.decode(action)
         return np.asarray(action, dtype=np.int64)
 
 
@@ -159,13 +185,26 @@ def load_sb3_policy(
         FileNotFoundError: No file at `path`.
     """
     transform = ObservationTransform.of_record(saved_attribute(path, TRANSFORM_ATTRIBUTE))
+    flat_version = saved_attribute(path, FLAT_ACTIONS_ATTRIBUTE)
+    if flat_version not in (None, FLAT_ACTIONS_VERSION):
+        raise ValueError(
+            f"{path} acts through flat actions version {flat_version}, this Esper decodes "
+            f"version {FLAT_ACTIONS_VERSION}: retrain it"
+        )
     spaces_of: Any = env
-    if env is not None and transform is not None and transform.frame_stack is not None:
-        # The policy saw stacked observations: check the file against those.
-        spaces_of = _Spaces(transform.stacked_space(env.observation_space), env.action_space)
+    flat_actions = None
+    if env is not None:
+        observation_space, action_space = env.observation_space, env.action_space
+        if transform is not None and transform.frame_stack is not None:
+            # The policy saw stacked observations: check the file against those.
+            observation_space = transform.stacked_space(observation_space)
+        if flat_version is not None and not isinstance(action_space, gym.spaces.Discrete):
+            flat_actions = FlatMaskedActions(env)  # a plain env: decode the flat actions
+            action_space = flat_actions.action_space
+        spaces_of = _Spaces(observation_space, action_space)
     model = load_model(algo, path, spaces_of, device=device, trust=trust, attach_env=False)
     check_semantics(model, path)
-    return SB3Policy(model, algo, deterministic=deterministic)
+    return SB3Policy(model, algo, deterministic=deterministic, flat_actions=flat_actions)
 
 
 @dataclass(frozen=True)

@@ -145,4 +145,5 @@ HYPERPARAMS_SAMPLER: dict[str, HyperparamSampler] = {
     "ppo": sample_ppo_params,
     "maskable_ppo": sample_maskable_ppo_params,
     "recurrent_ppo": sample_recurrent_ppo_params,
+    "maskable_recurrent_ppo": sample_recurrent_ppo_params,  # the same policy network
 }

@@ -8,7 +8,8 @@ rl-zoo3's, with the same names and meaning; where Esper differs on purpose, the 
 help says how and why. A run lives in `{log_folder}/{algo}/{env}_{N}[_{uuid}]/`:
 `{env}.zip` (final model), `best_model.zip` and `evaluations.npz` (periodic
 evaluation), `rl_model_*_steps.zip` (checkpoints), `{i}.monitor.csv` (training
-episodes, with Esper's final metrics), `eval/{i}.monitor.csv`, and `{env}/config.yml`
+episodes, with Esper's final metrics), `eval/{i}.monitor.csv`, `telemetry/` (Nissa's event
+files, unless `--env-kwargs telemetry_dir:DIR` puts them elsewhere), and `{env}/config.yml`
 + `{env}/args.yml` (effective hyperparameters and arguments, see
 `agents.zoo.run_folder`). Ctrl-C saves `{env}.zip`.
 
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
@@ -57,11 +58,10 @@ import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import StoreDict, run_cli
 from agents.extras import require_extra
 from agents.multi_agent_sb3 import AgentView, make_agent_view
-from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, algo_class
+from agents.zoo.algos import ALGOS, algo_class
 from agents.zoo.callbacks import (
     EsperMetricsCallback,
-    ResumableEvalCallback,
-    ResumableMaskableEvalCallback,
+    eval_callback_class,
 )
 from agents.zoo.envs import MONITOR_KEYS, make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
@@ -71,7 +71,7 @@ from agents.zoo.observation_transform import (
     StampObservationTransform,
     wrap_vec_env,
 )
-from agents.zoo.policy import SB3Policy, check_semantics, stamp_semantics
+from agents.zoo.policy import SB3Policy, check_semantics, stamp_action_interface, stamp_semantics
 from agents.zoo.run_folder import (
     RunRecord,
     new_run_folder,
@@ -519,7 +519,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     n_envs = hyperparams.n_envs
     env = make_vec_env(
         args.env,
-        settings.env_kwargs,
+        with_run_telemetry(settings.env_kwargs, log_path),
         n_envs=n_envs,
         seed=args.seed,
         monitor_dir=log_path,
@@ -529,11 +529,12 @@ def train(args: argparse.Namespace) -> TrainResult:
         gym_packages=args.gym_packages,
     )
     env = wrap_vec_env(env, hyperparams, training=True)
+    env.env_method("set_policy_name", f"{args.algo} (esper-train, training)")
     eval_env = None
     if args.eval_freq > 0:
         eval_env = make_vec_env(
             args.env,
-            settings.eval_env_kwargs,
+            with_run_telemetry(settings.eval_env_kwargs, log_path),
             n_envs=args.n_eval_envs,
             seed=args.seed + 10_000,  # evaluation episodes differ from training ones
             monitor_dir=log_path / "eval",
@@ -544,6 +545,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             telemetry_prefix="events.eval",
         )
         eval_env = wrap_vec_env(eval_env, hyperparams, training=False)
+        eval_env.env_method("set_policy_name", f"{args.algo} (esper-train, evaluation)")
 
     tensorboard_log = f"{args.tensorboard_log}/{args.algo}" if args.tensorboard_log else None
     if args.trained_agent is not None:
@@ -578,6 +580,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             tensorboard_log=tensorboard_log,
             verbose=args.verbose,
         )
+    stamp_action_interface(model, env)
     n_timesteps = _planned_timesteps(args, settings, model)
 
     config = hyperparams.model_dump()
@@ -599,9 +602,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     metrics = EsperMetricsCallback()
     callbacks: list[BaseCallback] = [metrics, StampObservationTransform(), *hyperparams.callbacks()]
     if eval_env is not None:
-        eval_cls: type[EvalCallback] = (
-            ResumableMaskableEvalCallback if args.algo in MASKABLE_ALGOS else ResumableEvalCallback
-        )
+        eval_cls = eval_callback_class(args.algo)
         callbacks.append(
             eval_cls(
                 eval_env,
@@ -688,6 +689,16 @@ def train(args: argparse.Namespace) -> TrainResult:
     )
     _print_summary(args, result, model.num_timesteps - start_timesteps, tensorboard_log)
     return result
+
+
+def with_run_telemetry(env_kwargs: dict[str, Any], log_path: Path) -> dict[str, Any]:
+    """`env_kwargs` with the run folder's `telemetry/` as `telemetry_dir`, unless they name one.
+
+    Every run keeps its telemetry, so `esper-watch RUN_FOLDER` and `esper-report` work on it.
+    """
+    if "telemetry_dir" in env_kwargs:
+        return env_kwargs
+    return {**env_kwargs, "telemetry_dir": str(log_path / "telemetry")}
 
 
 def restore_observation_statistics(model: BaseAlgorithm, env: VecEnv) -> None:

@@ -97,6 +97,14 @@ class EsperCifarEnv(gym.Env[np.ndarray, np.ndarray]):
         reward = float(sum(outcome.reward_terms.values()))
         return obs, reward, outcome.terminated, outcome.truncated, info
 
+    def set_policy_name(self, name: str | None) -> None:
+        """Names the acting policy in the telemetry (`episode_started`) from the next reset on.
+
+        Runners call it (`agents.rollout.run_episodes`, `esper-train`), so that a
+        dashboard of the telemetry can say who acts; it changes nothing else.
+        """
+        self.world.set_policy_name(name)
+
     def render(self) -> str | None:
         """Returns the slot table in "ansi" mode, else None."""
         if self.render_mode != "ansi":

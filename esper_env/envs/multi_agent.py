@@ -427,11 +427,18 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
                 "rolled_back": metrics.rolled_back,
             }
         extra["karn"]["design"] = None if design is None else asdict(design)
-        if done:
-            test_accuracy = world.test_accuracy()
+        test_accuracy = world.test_accuracy() if done else None
+        if test_accuracy is not None:
             for agent in AGENTS:
                 extra[agent]["final_test_accuracy"] = test_accuracy
                 extra[agent]["final_val_accuracy"] = metrics.val_accuracy
+        world.end_step(
+            self._describe(parsed),
+            [agent for agent in AGENTS if extra[agent]["refused"]],
+            team,
+            terminated=terminated,
+            final_test_accuracy=test_accuracy,
+        )
         obs = self._observe()
         infos = self._infos(extra)
         rewards = {agent: float(sum(terms[agent].values())) for agent in AGENTS}
@@ -440,6 +447,10 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
         if done:
             self.agents = []
         return obs, rewards, terminations, truncations, infos
+
+    def set_policy_name(self, name: str | None) -> None:
+        """Names the acting team in the telemetry (`episode_started`) from the next reset on."""
+        self.world.set_policy_name(name)
 
     def render(self) -> str | None:
         """Returns the slot table and the pool in "ansi" mode, else None."""
@@ -544,6 +555,27 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
                 f"{len(space.nvec)} ints below {space.nvec.tolist()}"
             )
         return tuple(int(v) for v in array)
+
+    def _describe(self, parsed: dict[str, tuple[int, ...]]) -> dict[str, str]:
+        """Each agent's action in words, for the `StepEnded` event."""
+        world = self.world
+        op, slot, blueprint, speed = parsed["tamiyo"]
+        pool = [ir.metadata.name for ir in world.blueprint_irs]
+        name = pool[blueprint] if blueprint < len(pool) else self.place_names[blueprint]
+        described = {"tamiyo": world.describe_tamiyo(Op(op), slot, name, speed)}
+        mop, target = parsed["emrakul"]
+        described["emrakul"] = (
+            "wait"
+            if MaintenanceOp(mop) is MaintenanceOp.WAIT
+            else f"{MaintenanceOp(mop).name.lower()} {world.slot_names[target]}"
+        )
+        dop, parent, mutation = parsed["karn"]
+        described["karn"] = (
+            "wait"
+            if DesignOp(dop) is DesignOp.WAIT
+            else f"{DesignOp(dop).name.lower()} {self.place_names[parent]} {MUTATIONS[mutation]}"
+        )
+        return described
 
     def _tamiyo_act(self, op: int, slot: int, blueprint: int, speed: int) -> dict[str, Any] | None:
         world = self.world

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ from esper_env.kasmina import MorphogeneticModel, build_host
 from esper_env.observation import OBS_VERSION, GlobalSignals
 from esper_env.reward import reward_terms
 from esper_env.telemetry import (
+    EpisodeEnded,
+    EpisodeStarted,
     EpochEnd,
     EventBus,
     Fossilized,
@@ -47,6 +50,7 @@ from esper_env.telemetry import (
     JsonlSink,
     Pruned,
     StageChanged,
+    StepEnded,
 )
 from esper_env.tolaria import Trainer
 
@@ -157,6 +161,7 @@ class World:
             self._sink = JsonlSink(config.telemetry_dir, config.telemetry_name)
             self.bus.subscribe(self._sink)
         self.episode = -1
+        self.policy_name: str | None = None
         self.model: MorphogeneticModel = self._build_model(seed=0)
         self.slot_names = tuple(self.model.slots)
         self.base_params = self.model.base_param_count()
@@ -219,12 +224,89 @@ class World:
             0,
         )
         self._pruned_this_step = 0
+        self._episode_return = 0.0
+        self._episode_started = time.perf_counter()
+        self._step_started = self._episode_started
+        self.bus.publish(
+            EpisodeStarted(
+                **self._stamp(),
+                episode_epochs=self.config.episode_epochs,
+                slots=list(self.slot_names),
+                host_params=self.base_params,
+                param_budget=self.config.param_budget,
+                val_accuracy=val_accuracy,
+                policy=self.policy_name,
+                time=time.time(),
+            )
+        )
+
+    def set_policy_name(self, name: str | None) -> None:
+        """Names the acting policy in the telemetry of the episodes that start from now on."""
+        self.policy_name = name
 
     # --- operations -----------------------------------------------------------------------
 
     def begin_step(self) -> None:
         """Clears the per-step counters; call before applying a step's operations."""
         self._pruned_this_step = 0
+        self._step_started = time.perf_counter()
+
+    def describe_tamiyo(self, op: Op, slot_index: int, blueprint: str, speed_index: int) -> str:
+        """Tamiyo's action in words, as `StepEnded` records it."""
+        if op is Op.WAIT:
+            return "wait"
+        words = f"{op.name.lower()} {self.slot_names[slot_index]}"
+        if op is Op.GERMINATE:
+            words += f" {blueprint} blend {self.config.lifecycle.blend_epochs[speed_index]}"
+        return words
+
+    def end_step(
+        self,
+        actions: dict[str, str],
+        refused: list[str],
+        terms: dict[str, float],
+        *,
+        terminated: bool,
+        final_test_accuracy: float | None,
+    ) -> None:
+        """Publishes the step's `StepEnded`, and `EpisodeEnded` when it was the last one.
+
+        Args:
+            actions: Each agent's action in words.
+            refused: The agents whose action a gate refused.
+            terms: Tamiyo's reward terms of the step.
+            terminated: The host became unrecoverable.
+            final_test_accuracy: The test accuracy when the episode ended (else None).
+        """
+        now = time.perf_counter()
+        reward = float(sum(terms.values()))
+        self._episode_return += reward
+        self.bus.publish(
+            StepEnded(
+                **self._stamp(),
+                actions=actions,
+                refused=refused,
+                reward=reward,
+                reward_terms=terms,
+                val_accuracy=self.metrics.val_accuracy,
+                params_added=self.added_params(),
+                slots=self.model.reports(),
+                seconds=now - self._step_started,
+                time=time.time(),
+            )
+        )
+        if final_test_accuracy is not None:
+            self.bus.publish(
+                EpisodeEnded(
+                    **self._stamp(),
+                    terminated=terminated,
+                    episode_return=self._episode_return,
+                    final_val_accuracy=self.metrics.val_accuracy,
+                    final_test_accuracy=final_test_accuracy,
+                    seconds=now - self._episode_started,
+                    time=time.time(),
+                )
+            )
 
     def add_blueprint(self, ir: BlueprintIR) -> int:
         """Offers one more blueprint (e.g. Karn's design); returns its blueprint index.
@@ -447,6 +529,14 @@ class World:
         final_test = None
         if terminated or truncated:
             final_test = self.test_accuracy()
+        name = self.blueprint_irs[blueprint_index].metadata.name
+        self.end_step(
+            {"tamiyo": self.describe_tamiyo(op, slot_index, name, speed_index)},
+            ["tamiyo"] if result is not None and not result.ok else [],
+            terms,
+            terminated=terminated,
+            final_test_accuracy=final_test,
+        )
         return StepOutcome(
             transition=None if result is None else result.model_dump(mode="json"),
             refused=result is not None and not result.ok,

@@ -10,6 +10,7 @@ from agents.rollout import EpisodeResult
 from benchmarks import growth_report, headroom
 from benchmarks.headroom import Arm, HeadroomRow, parse_arm
 from esper_env.envs.presets import ENV_SEMANTICS_VERSION
+from esper_env.envs.world import World
 
 
 def result(policy: str, seed: int, **fields: Any) -> EpisodeResult:
@@ -36,12 +37,13 @@ def test_parse_arm_reads_bare_and_grafts_and_names_bad_input() -> None:
 
 
 def test_headroom_trains_each_arm_on_the_same_seeds_and_resumes(
-    tmp_path: Path, tiny_env_kwargs: dict[str, Any]
+    tmp_path: Path, tiny_env_kwargs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--seeds", "1", "2", "--threads", "1", "--out", str(tmp_path / "hr")]
     argv += ["--arm", "grown=residual_block@slot1,slot2", "--env-kwargs"]
     argv += [f"{key}:{json.dumps(value)}" for key, value in tiny_env_kwargs.items()]
-    rows = headroom.main(argv)
+    rows = headroom.main([*argv, "--quiet"])
+    assert capsys.readouterr() == ("", "")  # no bars, no row lines
     assert [(r.arm, r.seed) for r in rows] == [
         ("bare", 1), ("grown", 1), ("bare", 2), ("grown", 2)
     ]  # fmt: skip
@@ -52,6 +54,28 @@ def test_headroom_trains_each_arm_on_the_same_seeds_and_resumes(
     assert "| grown | 2 |" in report and "Command: `python -m benchmarks.headroom" in report
     assert headroom.main(argv) == rows  # nothing rerun
     assert len((tmp_path / "hr.jsonl").read_text().splitlines()) == 4
+
+
+class Calls(list):
+    """An `EpisodeSink` that lists the calls it gets."""
+
+    def start_episode(self, name: str, steps: int) -> None:
+        self.append(("start", name, steps))
+
+    def step(self, val_accuracy: float) -> None:
+        self.append(("step", val_accuracy))
+
+    def end_episode(self) -> None:
+        self.append(("end",))
+
+
+def test_an_arm_reports_each_epoch(tiny_env_kwargs: dict[str, Any]) -> None:
+    world = World.from_preset("Esper-CIFAR-Mini-v0", **{**tiny_env_kwargs, "episode_epochs": 2})
+    calls = Calls()
+    val, _, _ = headroom.run_arm(world, Arm(name="bare"), 1, calls)
+    world.close()
+    assert [c[0] for c in calls] == ["start", "step", "step", "end"]
+    assert calls[0] == ("start", "bare seed 1", 2) and calls[2] == ("step", val)
 
 
 def test_growth_report_pairs_the_board_with_the_headroom(

@@ -115,23 +115,29 @@ def test_evaluation_seeds_are_disjoint_from_training_seeds() -> None:
 
 
 def test_run_resumes_without_repeating_finished_episodes(
-    tmp_path: Path, tiny_env_kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_env_kwargs: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ran: list[tuple[str, int]] = []
     real = leaderboard.run_episode
 
-    def counting(env, policy, *, seed: int, policy_name: str) -> EpisodeResult:
+    def counting(env, policy, *, seed: int, policy_name: str, **kwargs: Any) -> EpisodeResult:
         ran.append((policy_name, seed))
-        return real(env, policy, seed=seed, policy_name=policy_name)
+        return real(env, policy, seed=seed, policy_name=policy_name, **kwargs)
 
     monkeypatch.setattr(leaderboard, "run_episode", counting)
     common = ["--env", ENV, "--out-dir", str(tmp_path), "--no-render"]
     common += ["--env-kwargs", *key_values(tiny_env_kwargs)]
-    assert leaderboard.main(["run", "--policies", "noop", "--seeds", "2", *common]) == 0
+    assert leaderboard.main(["run", "--policies", "noop", "--seeds", "2", "--quiet", *common]) == 0
     assert ran == [("noop", 1000), ("noop", 1001)]
+    assert capsys.readouterr() == ("", "")  # --quiet: no bars, no episode lines
     ran.clear()
     assert leaderboard.main(["run", "--policies", "noop,random", "--seeds", "2", *common]) == 0
     assert ran == [("random", 1000), ("random", 1001)]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["random seed 1000", "random seed 1001"]
     ran.clear()
     assert leaderboard.main(["run", "--policies", "noop,random", "--seeds", "2", *common]) == 0
     assert ran == []

@@ -47,6 +47,32 @@ def test_static_export_of_a_model_grown_through_the_env_computes_the_same(
     env.close()
 
 
+class Calls(list):
+    """An `EpisodeSink` that lists the calls it gets."""
+
+    def start_episode(self, name: str, steps: int) -> None:
+        self.append(("start", name, steps))
+
+    def step(self, val_accuracy: float) -> None:
+        self.append(("step", val_accuracy))
+
+    def end_episode(self) -> None:
+        self.append(("end",))
+
+
+def test_the_scratch_row_reports_each_epoch(tiny_env_kwargs: dict[str, Any]) -> None:
+    env = gym.make("Esper-CIFAR-Mini-v0", **tiny_env_kwargs)
+    env.reset(seed=1000)
+    calls = Calls()
+    row = seed_paper.from_scratch(env.unwrapped.world, 1000, 2, calls)
+    env.close()
+    assert calls == [
+        ("start", "from scratch seed 1000", 2),
+        *(("step", value) for value in row.val_accuracy_curve),
+        ("end",),
+    ]
+
+
 def test_reinitialise_draws_fresh_parameters_and_refuses_unknown_modules() -> None:
     net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     with torch.no_grad():
@@ -65,13 +91,15 @@ def test_reinitialise_draws_fresh_parameters_and_refuses_unknown_modules() -> No
 
 
 def test_seed_paper_writes_the_four_rows_per_seed_and_resumes(
-    tmp_path: Path, tiny_env_kwargs: dict[str, Any]
+    tmp_path: Path, tiny_env_kwargs: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     kwargs = {**tiny_env_kwargs, "episode_epochs": 8}
     argv = ["--env", "Esper-CIFAR-Mini-v0", "--out-dir", str(tmp_path), "--seeds", "2"]
     argv += ["--threads", "1", "--env-kwargs"]
     argv += [f"{key}:{json.dumps(value)}" for key, value in kwargs.items()]
-    rows = seed_paper.main(argv)
+    rows = seed_paper.main([*argv, "--quiet"])
+    printed = capsys.readouterr()
+    assert printed.err == "" and printed.out.startswith("total wall ")  # no row lines
     expected = [(name, seed) for name in seed_paper.ORIGINAL for seed in (1000, 1001)]
     assert [(r.row, r.seed) for r in rows] == expected
     for seed in (1000, 1001):

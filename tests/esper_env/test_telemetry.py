@@ -73,7 +73,7 @@ def test_jsonl_sink_lines_round_trip_through_the_schema(tmp_path):
     lines = sink.path.read_text().splitlines()
     assert [parse_event_line(line) for line in lines] == events
     assert read_events(tmp_path) == events
-    assert json.loads(lines[0])["schema_version"] == TELEMETRY_SCHEMA_VERSION == 2
+    assert json.loads(lines[0])["schema_version"] == TELEMETRY_SCHEMA_VERSION == 3
     assert json.loads(lines[1])["to_stage"] == int(SeedStage.TRAINING)
     with pytest.raises(RuntimeError, match="closed"):
         sink(events[0])
@@ -144,8 +144,8 @@ def test_read_events_merges_a_directory_file_by_file_in_name_order(tmp_path):
         ("[1, 2]", "not a JSON object"),
         ("", "not a JSON line"),
         (
-            _germinated().model_dump_json().replace('"schema_version":2', '"schema_version":1'),
-            "schema_version 1; this reader reads only version 2",
+            _germinated().model_dump_json().replace('"schema_version":3', '"schema_version":1'),
+            "schema_version 1; this reader reads only version 3",
         ),
         (_germinated().model_dump_json().replace('"params":1', '"params":"x"'), "params"),
         (_germinated("events.1").model_dump_json(), "env 'events.1' in the file of env 'events'"),

@@ -13,7 +13,7 @@ from agents.zoo.train import main as train
 
 
 def test_trained_agent_is_evaluated_in_the_episode_schema(
-    tiny_env_kwargs: dict[str, Any], tmp_path: Path
+    tiny_env_kwargs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logs = tmp_path / "logs"
     trained = train(
@@ -28,8 +28,10 @@ def test_trained_agent_is_evaluated_in_the_episode_schema(
         ]
     )
     out = tmp_path / "eval.jsonl"
+    capsys.readouterr()
 
-    # The run is found by number and its env kwargs come from its args.yml.
+    # The run is found by number and its env kwargs come from its args.yml; --quiet
+    # leaves out the bars and the episodes' lines, not the summary.
     results = evaluate(
         [
             "--algo",
@@ -45,8 +47,12 @@ def test_trained_agent_is_evaluated_in_the_episode_schema(
             "1000",
             "--out",
             str(out),
+            "--quiet",
         ]
     )
+    printed = capsys.readouterr()
+    assert printed.err == "" and "seed 1000:" not in printed.out
+    assert printed.out.splitlines()[-1].startswith(f"recurrent_ppo:{trained.log_path}")
     lines = out.read_text().splitlines()
     assert len(lines) == 2
     records = [EpisodeResult.model_validate_json(line) for line in lines]

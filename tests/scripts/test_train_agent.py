@@ -19,7 +19,8 @@ from esper_env.envs.presets import ENV_SEMANTICS_VERSION
 
 # maskable_ppo runs two subprocess envs: its masks then come through SubprocVecEnv.env_method.
 @pytest.mark.parametrize(
-    ("algo", "n_envs"), [("recurrent_ppo", 1), ("maskable_ppo", 2), ("ppo", 1)]
+    ("algo", "n_envs"),
+    [("recurrent_ppo", 1), ("maskable_ppo", 2), ("ppo", 1), ("maskable_recurrent_ppo", 1)],
 )
 def test_smoke_run_saves_reloads_and_evaluates(
     algo: str, n_envs: int, tiny_env_kwargs: dict[str, Any], tmp_path: Path

@@ -39,8 +39,7 @@ def test_two_envs_write_their_own_telemetry_files(tiny_cifar_dir, tmp_path, vec_
         "0.monitor.csv",
         "1.monitor.csv",
     ]
-    events = read_events(tmp_path / "telemetry")
-    assert all(isinstance(event, EpochEnd) for event in events)
+    events = [e for e in read_events(tmp_path / "telemetry") if isinstance(e, EpochEnd)]
     stamps = [(e.env, e.seed, e.episode_seed, e.episode, e.step) for e in events]
     assert stamps == [
         *[("events.0", 40, episode_seeds[0], 0, step) for step in (1, 2, 3, 4)],

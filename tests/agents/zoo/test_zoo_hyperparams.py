@@ -8,7 +8,7 @@ from gymnasium.wrappers import TimeAwareObservation
 from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
 from torch import nn
 
-from agents.zoo.algos import ALGOS
+from agents.zoo.algos import ALGOS, RECURRENT_ALGOS
 from agents.zoo.hyperparams import (
     HYPERPARAMS_DIR,
     Hyperparams,
@@ -29,7 +29,7 @@ def test_shipped_files_cover_every_env_and_validate(algo: str) -> None:
     for env_id in sections:
         hyperparams = load_hyperparams(algo, env_id)
         assert hyperparams.n_timesteps >= 1
-        assert hyperparams.policy == ("MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy")
+        assert hyperparams.policy == ("MlpLstmPolicy" if algo in RECURRENT_ALGOS else "MlpPolicy")
 
 
 def _write(tmp_path: Path, section: dict[str, object]) -> Path:
