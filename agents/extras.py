@@ -17,6 +17,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "benchmarks",
     "rliable": "benchmarks",
     "textual": "dashboard",
+    "minari": "imitation",
 }
 
 

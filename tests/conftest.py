@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_data import tiny_kwargs
 
 from esper_env.data import CIFAR10_CLASSES
 
@@ -67,19 +68,6 @@ def _one_torch_thread() -> None:
 def _cache_outside_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     # The decoded-data cache must never land in the developer's home during tests.
     os.environ.setdefault("ESPER_CACHE_DIR", str(tmp_path_factory.mktemp("esper-cache")))
-
-
-def tiny_kwargs(tiny_cifar_dir: str) -> dict[str, object]:
-    """Keyword arguments that make any Esper id fast on the tiny dataset."""
-    return {
-        "data_dir": tiny_cifar_dir,
-        "train_per_class": 8,
-        "val_per_class": 4,
-        "test_per_class": 4,
-        "episode_epochs": 4,
-        "train": {"batch_size": 16, "eval_batch_size": 64},
-        "lifecycle": {"min_training_epochs": 0, "holding_epochs": 0, "embargo_epochs": 1},
-    }
 
 
 @pytest.fixture

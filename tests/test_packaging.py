@@ -24,7 +24,16 @@ SCRIPTS = (
     "esper-report",
 )
 #: The packages of the extras; a slim install (`pip install esper`) has none of them.
-EXTRA_MODULES = ("wandb", "tensorboard", "triton", "optuna", "matplotlib", "rliable", "textual")
+EXTRA_MODULES = (
+    "wandb",
+    "tensorboard",
+    "triton",
+    "optuna",
+    "matplotlib",
+    "rliable",
+    "textual",
+    "minari",
+)
 
 
 def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -197,6 +206,7 @@ print("ok", sorted(ALGOS))
         ("import blueprints.kernels.triton_blend", "triton"),
         ("import karn.watch", "dashboard"),
         ("import karn.report", "benchmarks"),
+        ("import agents.imitation.dataset", "imitation"),
     ],
 )
 def test_a_missing_extra_is_named_with_its_install_line(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import importlib
 import os
 import shlex
@@ -222,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-i", "--trained-agent", type=Path, help="saved model to continue")
     parser.add_argument("--trust-agent", action="store_true", help=f"for -i: {TRUST_AGENT_HELP}")
+    parser.add_argument(
+        "--init-policy",
+        type=Path,
+        default=None,
+        help="start a new run from this saved agent's policy weights (e.g. a behaviour-cloned "
+        "one, agents.imitation.clone) and fine-tune it; recorded in args.yml with its SHA-256",
+    )
     parser.add_argument(
         "--allow-changes",
         action="store_true",
@@ -506,6 +514,8 @@ def train(args: argparse.Namespace) -> TrainResult:
     _prepare(args)
     if args.trained_agent is not None and not args.trained_agent.is_file():
         raise FileNotFoundError(f"-i {args.trained_agent}: no saved model there")
+    if args.trained_agent is not None and args.init_policy is not None:
+        raise ValueError("-i continues a run, --init-policy starts a new one: give one of them")
     settings = resolve_settings(args)
     # Bad env kwargs fail before any folder is made.
     validate_env_kwargs(args.env, settings.env_kwargs)
@@ -580,6 +590,8 @@ def train(args: argparse.Namespace) -> TrainResult:
             tensorboard_log=tensorboard_log,
             verbose=args.verbose,
         )
+        if args.init_policy is not None:
+            args.init_policy_sha256 = init_policy_from(model, args.algo, args.init_policy, env)
     stamp_action_interface(model, env)
     n_timesteps = _planned_timesteps(args, settings, model)
 
@@ -691,6 +703,32 @@ def train(args: argparse.Namespace) -> TrainResult:
     return result
 
 
+def init_policy_from(model: BaseAlgorithm, algo: str, path: Path, env: VecEnv) -> str:
+    """Copies the policy weights of the saved agent at `path` into `model` (a fresh run's).
+
+    The file is loaded as untrusted input (nothing pickled runs), against the run's
+    spaces; its network must have the run's shape (`policy_kwargs`).
+
+    Returns:
+        The file's SHA-256, which the run records beside the path.
+
+    Raises:
+        FileNotFoundError: No file at `path`.
+        ValueError: Another algorithm's, or another network's, weights.
+    """
+    source = load_model(algo, path, env, device=str(model.device), attach_env=False)
+    check_semantics(source, path)
+    ours, theirs = model.policy.state_dict(), source.policy.state_dict()
+    shapes = {key: tuple(value.shape) for key, value in ours.items()}
+    if shapes != {key: tuple(value.shape) for key, value in theirs.items()}:
+        raise ValueError(
+            f"--init-policy {path}: its network differs from this run's "
+            "(policy_kwargs); clone or train it with the same hyperparameters"
+        )
+    model.policy.load_state_dict(theirs)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def with_run_telemetry(env_kwargs: dict[str, Any], log_path: Path) -> dict[str, Any]:
     """`env_kwargs` with the run folder's `telemetry/` as `telemetry_dir`, unless they name one.
 
@@ -796,6 +834,7 @@ def train_multi_agent(args: argparse.Namespace) -> MultiAgentTrainResult:
         raise ValueError(SHARED_POLICY_IMPOSSIBLE)
     single_only = {
         "-i": args.trained_agent is not None,
+        "--init-policy": args.init_policy is not None,
         "--trust-agent": args.trust_agent,
         "--track": args.track,
         "--save-freq": args.save_freq > 0,

@@ -6,7 +6,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_kwargs
+from tiny_data import tiny_kwargs
 
 import esper_env  # noqa: F401
 from esper_env import multi_agent

@@ -5,12 +5,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_kwargs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.callbacks import BaseCallback
+from tiny_data import tiny_kwargs
 
 import esper_env  # noqa: F401
 from agents.zoo.envs import make_vec_env

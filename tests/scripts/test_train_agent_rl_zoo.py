@@ -328,3 +328,30 @@ def test_maskable_recurrent_ppo_resumes_and_runs_on_the_board_path(
     again = run_episode(env, policy, seed=4, policy_name="mrppo")
     env.close()
     assert episode.actions == again.actions  # greedy and stateful: replays exactly
+
+
+def test_init_policy_starts_a_new_run_from_saved_weights_and_records_them(
+    tiny_env_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    import hashlib
+
+    import torch
+
+    source = _train(_args(tiny_env_kwargs, tmp_path / "logs", "-n", "16", "--seed", "0"))
+    args = _args(
+        tiny_env_kwargs, tmp_path / "logs", "-n", "16", "--seed", "1",
+        "--init-policy", str(source.model_path), params=("learning_rate:1e-12",),
+    )  # fmt: skip
+    fine_tuned = _train(args)
+    assert fine_tuned.log_path != source.log_path and fine_tuned.num_timesteps == 16
+    saved = yaml.safe_load((fine_tuned.log_path / ENV / "args.yml").read_text())
+    assert saved["init_policy"] == str(source.model_path)
+    assert saved["init_policy_sha256"] == hashlib.sha256(source.model_path.read_bytes()).hexdigest()
+    env = make_esper_env(ENV, tiny_env_kwargs)
+    before = load_sb3_policy("ppo", source.model_path, env).model.policy.state_dict()
+    after = load_sb3_policy("ppo", fine_tuned.model_path, env).model.policy.state_dict()
+    env.close()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # lr ~ 0
+
+    with pytest.raises(ValueError, match="give one of them"):
+        main([*args, "-i", str(source.model_path)])

@@ -12,7 +12,6 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import tiny_kwargs
 from gymnasium.wrappers import ClipReward
 from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import RandomSampler, TPESampler
@@ -20,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from tiny_data import tiny_kwargs
 
 from agents.zoo import optimize
 from agents.zoo.hyperparams import hyperparams_file, load_hyperparams, read_sections

@@ -2,10 +2,10 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import tiny_kwargs
 from gymnasium.wrappers import TimeAwareObservation, TimeLimit
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from tiny_data import tiny_kwargs
 
 from agents.zoo.envs import make_vec_env
 from esper_env.telemetry import EpochEnd, read_events
