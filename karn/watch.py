@@ -398,6 +398,12 @@ class WatchApp(App[None]):
         self.selected_env = names[(index + by) % len(names)]
         self.redraw()
 
+    async def action_quit(self) -> None:
+        """Stops following, then quits: a poll must not redraw a screen being torn down."""
+        if self._timer is not None:
+            self._timer.stop()
+        self.exit()
+
     def action_next_env(self) -> None:
         """Selects the next env (wrapping around)."""
         self._switch(1)

@@ -5,6 +5,7 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
+import torch
 
 import esper_env  # noqa: F401
 from agents.policies import make_policy
@@ -19,6 +20,10 @@ def run_telemetry(board_kwargs: dict[str, Any], tmp_path_factory: pytest.TempPat
     Read-only: copy it to change it.
     """
     folder = tmp_path_factory.mktemp("telemetry")
+    # Other tests (the leaderboard's) set torch's threads; the episodes' numbers, and so the
+    # lifecycle the tests look for, depend on them.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for name, seeds in (("events.0", (1, 2)), ("events.1", (3,))):
         env = gym.make(
             "Esper-CIFAR-Mini-v0", **board_kwargs, telemetry_dir=str(folder), telemetry_name=name
@@ -28,4 +33,5 @@ def run_telemetry(board_kwargs: dict[str, Any], tmp_path_factory: pytest.TempPat
         for seed in seeds:
             run_episode(env, policy, seed=seed, policy_name="heuristic")
         env.close()
+    torch.set_num_threads(threads)
     return folder
