@@ -3,6 +3,7 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
+from recording_sink import RecordingSink
 
 import esper_env  # noqa: F401  (registers the envs)
 from agents.policies import make_policy
@@ -17,27 +18,11 @@ from esper_env.contracts import SeedStage
 from esper_env.telemetry import EpisodeStarted, StepEnded, read_events
 
 
-class FakeSink:
-    """An `EpisodeSink` that remembers every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def start_episode(self, name: str, steps: int) -> None:
-        self.calls.append(("start", name, steps))
-
-    def step(self, val_accuracy: float) -> None:
-        self.calls.append(("step", val_accuracy))
-
-    def end_episode(self) -> None:
-        self.calls.append(("end",))
-
-
 def test_run_episode_reports_each_step_and_names_the_policy_in_the_telemetry(
     tiny_env_kwargs: dict[str, Any], tmp_path: Path
 ) -> None:
     env = gym.make("Esper-CIFAR-Mini-v0", **tiny_env_kwargs, telemetry_dir=str(tmp_path))
-    sink, records = FakeSink(), []
+    sink, records = RecordingSink(), []
     result = run_episode(
         env,
         make_policy("fixed", env),
@@ -50,7 +35,7 @@ def test_run_episode_reports_each_step_and_names_the_policy_in_the_telemetry(
     steps = tiny_env_kwargs["episode_epochs"]
     assert result.steps == steps
     # One update per step, with that step's validation accuracy.
-    assert sink.calls == [
+    assert sink == [
         ("start", "fixed seed 3", steps),
         *(("step", value) for value in result.val_accuracy_curve),
         ("end",),

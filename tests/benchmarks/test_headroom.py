@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from recording_sink import RecordingSink
 
 from agents.rollout import EpisodeResult
 from benchmarks import growth_report, headroom
@@ -56,22 +57,9 @@ def test_headroom_trains_each_arm_on_the_same_seeds_and_resumes(
     assert len((tmp_path / "hr.jsonl").read_text().splitlines()) == 4
 
 
-class Calls(list):
-    """An `EpisodeSink` that lists the calls it gets."""
-
-    def start_episode(self, name: str, steps: int) -> None:
-        self.append(("start", name, steps))
-
-    def step(self, val_accuracy: float) -> None:
-        self.append(("step", val_accuracy))
-
-    def end_episode(self) -> None:
-        self.append(("end",))
-
-
 def test_an_arm_reports_each_epoch(tiny_env_kwargs: dict[str, Any]) -> None:
     world = World.from_preset("Esper-CIFAR-Mini-v0", **{**tiny_env_kwargs, "episode_epochs": 2})
-    calls = Calls()
+    calls = RecordingSink()
     val, _, _ = headroom.run_arm(world, Arm(name="bare"), 1, calls)
     world.close()
     assert [c[0] for c in calls] == ["start", "step", "step", "end"]

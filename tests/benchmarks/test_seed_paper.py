@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
+from recording_sink import RecordingSink
 from torch import nn
 
 import esper_env  # noqa: F401  (registers the envs)
@@ -47,23 +48,10 @@ def test_static_export_of_a_model_grown_through_the_env_computes_the_same(
     env.close()
 
 
-class Calls(list):
-    """An `EpisodeSink` that lists the calls it gets."""
-
-    def start_episode(self, name: str, steps: int) -> None:
-        self.append(("start", name, steps))
-
-    def step(self, val_accuracy: float) -> None:
-        self.append(("step", val_accuracy))
-
-    def end_episode(self) -> None:
-        self.append(("end",))
-
-
 def test_the_scratch_row_reports_each_epoch(tiny_env_kwargs: dict[str, Any]) -> None:
     env = gym.make("Esper-CIFAR-Mini-v0", **tiny_env_kwargs)
     env.reset(seed=1000)
-    calls = Calls()
+    calls = RecordingSink()
     row = seed_paper.from_scratch(env.unwrapped.world, 1000, 2, calls)
     env.close()
     assert calls == [
