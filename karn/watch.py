@@ -359,7 +359,11 @@ class WatchApp(App[None]):
         self._timer = self.set_interval(self.poll_interval, self.follow)
 
     def follow(self) -> None:
-        """Reads the new complete lines of every file and redraws."""
+        """Reads the new complete lines of every file and redraws (not once the app stops)."""
+        # Textual closes the screens before the app's own timers, so a poll can
+        # tick after the panels are gone.
+        if not self.is_running:
+            return
         self.history.extend(self.follower.poll())
         names = list(self.history.envs)
         if names and self.selected_env not in names:
@@ -397,12 +401,6 @@ class WatchApp(App[None]):
         index = names.index(self.selected_env) if self.selected_env in names else 0
         self.selected_env = names[(index + by) % len(names)]
         self.redraw()
-
-    async def action_quit(self) -> None:
-        """Stops following, then quits: a poll must not redraw a screen being torn down."""
-        if self._timer is not None:
-            self._timer.stop()
-        self.exit()
 
     def action_next_env(self) -> None:
         """Selects the next env (wrapping around)."""

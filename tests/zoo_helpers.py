@@ -102,6 +102,7 @@ def read_wandb_history(
                 run = {"tags": list(record.run.tags), "group": record.run.run_group}
                 for item in record.run.config.update:
                     config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    assert run, f"{path} has no run record ({len(data)} bytes): was the run finished?"
     return rows, config, run
 
 

@@ -408,3 +408,15 @@ def test_main_takes_a_run_folder_and_a_bad_path_ends_with_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err == f"esper-watch: error: {tmp_path / 'nowhere'} does not exist\n"
+
+
+def test_a_poll_after_the_app_stops_draws_nothing(run_telemetry: Path) -> None:
+    async def drive() -> WatchApp:
+        app = WatchApp(run_telemetry, interval=QUIET)
+        async with app.run_test() as pilot:
+            await pilot.press("q")
+        return app
+
+    app = asyncio.run(drive())
+    assert not app.is_running  # "q" quit the app
+    app.follow()  # what a timer tick during Textual's shutdown does: no panel is left to draw

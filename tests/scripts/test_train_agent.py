@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import wandb
 import yaml
 from zoo_helpers import hostile_agent, read_monitor, read_wandb_history, tiny_train_args
 
@@ -165,6 +166,9 @@ def test_track_offline_writes_history_with_esper_keys(
     )
 
     assert "wandb sync" in capsys.readouterr().out
+    # wandb-core writes the run file from its own process; shutting the service
+    # down waits for it, as the end of an `esper-train` process does.
+    wandb.teardown()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     assert result.wandb_dir == run_dir
     (run_file,) = run_dir.glob("run-*.wandb")
