@@ -18,6 +18,8 @@ EXTRAS: dict[str, str] = {
     "rliable": "benchmarks",
     "textual": "dashboard",
     "minari": "imitation",
+    "fastapi": "urza",
+    "uvicorn": "urza",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -206,3 +207,22 @@ def _latency_ms(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float
             torch.cuda.synchronize(x.device)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def evaluate_widths(
+    ir: BlueprintIR, widths: Sequence[int], *, device: torch.device | str = "cpu"
+) -> EvaluationReport:
+    """Evaluates `ir` at each width in turn: the first failing report, else the last one.
+
+    Args:
+        ir: A seed blueprint.
+        widths: Channel counts of the slots it may grow in (at least one).
+        device: Device to run on.
+    """
+    if not widths:
+        raise ValueError("evaluate_widths needs at least one width")
+    for channels in sorted(set(widths)):
+        report = evaluate(ir, channels, device=device)
+        if not report.passed:
+            break
+    return report

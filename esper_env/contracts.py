@@ -263,7 +263,9 @@ class EnvConfig(StrictModel):
         param_budget: Most parameters seeds may add, as a fraction of the bare host's.
         max_rollbacks: Consecutive governor rollbacks after which the host is unrecoverable.
         data_dir: Where CIFAR-10 lives (None: `ESPER_DATA_DIR`, else `~/.cache/esper`).
-        library_path: Blueprint library (Urza) file (None: an in-memory library of built-ins).
+        library_path: Blueprint library (Urza): a SQLite file, an Urza server's URL
+            (`http://127.0.0.1:8765`, see `esper-urza serve`; writes read the token from
+            `ESPER_URZA_TOKEN`), or None for an in-memory library of the built-ins.
         telemetry_dir: Directory for the JSONL event log (None: no log).
         telemetry_name: This env's name in telemetry: its events go to
             `<telemetry_dir>/<telemetry_name>.jsonl` and carry it as `env`, so that envs

@@ -22,6 +22,7 @@ SCRIPTS = (
     "esper-leaderboard",
     "esper-watch",
     "esper-report",
+    "esper-urza",
 )
 #: The packages of the extras; a slim install (`pip install esper`) has none of them.
 EXTRA_MODULES = (
@@ -33,6 +34,8 @@ EXTRA_MODULES = (
     "rliable",
     "textual",
     "minari",
+    "fastapi",
+    "uvicorn",
 )
 
 
@@ -56,7 +59,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("esper_env", "agents", "blueprints", "benchmarks", "karn"):
+    for package in ("esper_env", "agents", "blueprints", "benchmarks", "karn", "urza"):
         shutil.copytree(
             REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -207,6 +210,8 @@ print("ok", sorted(ALGOS))
         ("import karn.watch", "dashboard"),
         ("import karn.report", "benchmarks"),
         ("import agents.imitation.dataset", "imitation"),
+        ("import urza.app", "urza"),
+        ("from urza.cli import main; main(['serve', '--db', 'library.sqlite'])", "urza"),
     ],
 )
 def test_a_missing_extra_is_named_with_its_install_line(

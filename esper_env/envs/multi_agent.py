@@ -29,8 +29,9 @@ takes the flat mask below):
 * `karn` (architect): `[op, parent, mutation]`, ops `DesignOp`: WAIT, or
   PROPOSE a mutant (`blueprints.mutate`, operator `MUTATIONS[mutation]`, site
   and value drawn from the episode's generator) of pool place `parent`. The
-  proposal is evaluated by Urabrask (`blueprints.evaluate`) at every slot width
-  and stored in the library with provenance `karn:<episode>:<step>`: validated
+  proposal is stored in the library with provenance `karn:<episode>:<step>` and
+  judged (`BlueprintLibrary.settle`: Tezzeret lowers it, Urabrask evaluates it at
+  every slot width; a remote library's server judges it instead): validated
   and placed in the pool (offered to Tamiyo from the next step on), or
   rejected and never offered. `submit_design(ir)` does the same for any design.
   PROPOSE is legal while Karn places are left; a proposal identical (same
@@ -90,7 +91,7 @@ from pettingzoo import ParallelEnv
 from pydantic import Field
 from torch import nn
 
-from blueprints.evaluate import EvaluationReport, estimate_flops, evaluate
+from blueprints.evaluate import estimate_flops
 from blueprints.ir import BlueprintIR
 from blueprints.library import BlueprintStatus
 from blueprints.mutate import MUTATIONS, Mutation, edits, mutate
@@ -468,10 +469,11 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
     def submit_design(self, ir: BlueprintIR) -> DesignReport:
         """Evaluates a design and, if it passes, offers it to Tamiyo from the next step on.
 
-        The design is renamed `karn_e<episode>_p<n>`, evaluated by Urabrask at every
-        slot width (unless the library already holds its verdict) and stored in the
-        library with provenance `karn:<episode>:<step>`; a rejected design is never
-        placed in the pool. Karn's PROPOSE action calls this with its mutant.
+        The design is renamed `karn_e<episode>_p<n>`, stored in the library with
+        provenance `karn:<episode>:<step>` and judged at every slot width (unless the
+        library already holds its verdict; a remote library waits for its server's);
+        a rejected design is never placed in the pool. Karn's PROPOSE action calls
+        this with its mutant.
 
         Raises:
             RuntimeError: No episode has started, or every Karn place is filled.
@@ -492,28 +494,14 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
             reason = f"computes the same as {pool_hashes[ir_hash]}, already in the pool"
             return DesignReport(False, name, ir_hash, provenance, (reason,), None)
         world.library.add(design, provenance)
-        entry = world.library.entry(ir_hash)
-        if entry.status is BlueprintStatus.DRAFT:
-            world.library.record_evaluation(ir_hash, self._evaluate(design))
-            entry = world.library.entry(ir_hash)
+        widths = sorted({slot.channels for slot in world.model.slots.values()})
+        entry = world.library.settle(ir_hash, widths, device=world.device)
         if entry.status is not BlueprintStatus.VALIDATED:
             self._rejections += 1
-            reasons = entry.evaluation.reasons if entry.evaluation is not None else ("rejected",)
-            return DesignReport(False, name, ir_hash, provenance, tuple(reasons), None)
+            return DesignReport(False, name, ir_hash, provenance, entry.reasons, None)
         place = world.add_blueprint(design)
         self._karn_names.append(name)
         return DesignReport(True, name, ir_hash, provenance, (), place)
-
-    def _evaluate(self, ir: BlueprintIR) -> EvaluationReport:
-        """Urabrask at each distinct slot width: the first failing report, else the last one."""
-        report: EvaluationReport | None = None
-        widths = sorted({slot.channels for slot in self.world.model.slots.values()})
-        for channels in widths:
-            report = evaluate(ir, channels, device=self.world.device)
-            if not report.passed:
-                break
-        assert report is not None  # a host has at least one slot
-        return report
 
     def _places_left(self) -> int:
         return self.capacity - len(self.world.blueprint_irs)

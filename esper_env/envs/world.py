@@ -18,7 +18,6 @@ import torch
 
 from blueprints.compiler import Compiler
 from blueprints.ir import BlueprintIR
-from blueprints.library import BlueprintLibrary
 from esper_env.contracts import (
     ACTIVE_STAGES,
     EnvConfig,
@@ -53,6 +52,7 @@ from esper_env.telemetry import (
     StepEnded,
 )
 from esper_env.tolaria import Trainer
+from urza.client import open_library
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class World:
             train_config.augment,
             str(self.device),
         )
-        self.library = BlueprintLibrary(config.library_path or ":memory:")
+        self.library = open_library(config.library_path)
         self.library.ensure_builtins()
         offered = {entry.name: entry for entry in self.library.offered()}
         missing = [name for name in config.blueprints if name not in offered]

@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from blueprints.catalog import CATALOG
+from blueprints.compiler import torch_compile
 from blueprints.evaluate import evaluate
 from blueprints.ir import BlueprintIR, C, IRBuilder, SeedContractError, Width
 from blueprints.library import (
@@ -54,7 +55,7 @@ def test_designs_are_offered_only_once_validated_after_builtins(library, tmp_pat
     library.ensure_builtins(channels_for_eval=8)
     good = library.add(_adapter(4, 0.05), "karn:12")
     bad = library.add(_adapter(2, 4.0, name="loud"), "karn:13")
-    assert library.entry(good).status == BlueprintStatus.DRAFT
+    assert library.entry(good).status == BlueprintStatus.SUBMITTED
     assert good not in [e.hash for e in library.offered()]
 
     assert library.record_evaluation(good, evaluate(library.get(good), 8)) == "validated"
@@ -150,3 +151,108 @@ def test_concurrent_writer_process_and_reader(tmp_path):
     with BlueprintLibrary(path) as reopened:
         assert len(reopened.entries()) == 1 + 2 * WRITES
         assert reopened.problems == []
+
+
+_V1_TABLE = """
+CREATE TABLE blueprints (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    ir_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('draft', 'validated', 'rejected')),
+    evaluation_json TEXT,
+    provenance TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+"""
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    draft, kept = _adapter(4, 0.05, name="draft"), CATALOG["norm"]
+    report = evaluate(kept, 8)
+    with sqlite3.connect(path) as raw:
+        raw.execute(_V1_TABLE)
+        for ir, status, evaluation in ((draft, "draft", None), (kept, "validated", report)):
+            raw.execute(
+                "INSERT INTO blueprints (hash, name, version, ir_json, status, evaluation_json, "
+                "provenance) VALUES (?, ?, 1, ?, ?, ?, 'karn:1')",
+                (
+                    ir.canonical_hash,
+                    ir.metadata.name,
+                    ir.to_json(),
+                    status,
+                    None if evaluation is None else evaluation.model_dump_json(),
+                ),
+            )
+        raw.execute("PRAGMA user_version = 1")
+    with BlueprintLibrary(path) as library:
+        first, second = library.entries()
+    assert (first.hash, first.status, first.evaluation) == (
+        draft.canonical_hash,
+        BlueprintStatus.SUBMITTED,
+        None,
+    )
+    assert (second.status, second.evaluation, second.provenance) == (
+        BlueprintStatus.VALIDATED,
+        report,
+        "karn:1",
+    )
+    assert first.seq < second.seq and first.created_at
+    assert first.rejection is None and first.judgement is None
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    with BlueprintLibrary(path) as again:  # opening a migrated file changes nothing
+        assert again.entries() == [first, second]
+        later = again.entry(again.add(_adapter(5, 0.05, name="later"), "karn:2"))
+        assert later.seq > second.seq  # insertion order goes on
+
+
+def test_store_says_whether_the_design_was_new(library):
+    assert library.store(_adapter(4, 0.05), "karn:1") is True
+    assert library.store(_adapter(4, 0.05, name="again"), "karn:2") is False
+
+
+def test_settle_judges_a_submission_once_at_every_width(library):
+    h = library.add(_adapter(4, 0.05), "karn:1")
+    entry = library.settle(h, [16, 8])
+    assert entry.status is BlueprintStatus.VALIDATED and entry.reasons == ()
+    assert entry.evaluation.channels == 16  # every width passed: the widest report is kept
+    assert (entry.judgement.widths, entry.judgement.compiled) == ((8, 16), False)
+    assert entry.judgement.device == "cpu" and entry.judgement.seconds > 0
+    assert library.settle(h, [8]) == entry  # a verdict is final: nothing is judged again
+    loud = library.add(_adapter(2, 3.0, name="loud"), "karn:2")
+    rejected = library.settle(loud, [8, 16])
+    assert rejected.status is BlueprintStatus.REJECTED
+    assert rejected.evaluation.channels == 8  # the first failing width
+    assert rejected.reasons == rejected.evaluation.reasons and rejected.reasons
+    assert [e.hash for e in library.submitted(limit=5)] == []
+
+
+def test_settle_with_a_compile_that_fails_rejects_it_with_the_reason(library):
+    def broken(graph, example):
+        raise RuntimeError("inductor is out of order")
+
+    h = library.add(_adapter(4, 0.05), "karn:1")
+    entry = library.settle(h, [8], compile_fn=broken)
+    assert entry.status is BlueprintStatus.REJECTED and entry.evaluation is None
+    assert entry.reasons == (
+        "Tezzeret cannot compile it at 8 channels: RuntimeError: inductor is out of order",
+    )
+    assert h not in [e.hash for e in library.offered()]
+
+
+def test_settle_compiles_with_torch_compile(library):
+    h = library.add(_adapter(4, 0.05), "karn:1")
+    entry = library.settle(h, [8], compile_fn=torch_compile)
+    assert entry.status is BlueprintStatus.VALIDATED and entry.rejection is None
+    assert entry.judgement.compiled
+
+
+def test_entries_page_and_submitted_come_oldest_first(library):
+    hashes = [library.add(_adapter(4, 0.01 + i / 1000, name=f"d{i}"), "karn:1") for i in range(4)]
+    first = library.entries(limit=2)
+    assert [e.hash for e in first] == hashes[:2]
+    assert [e.hash for e in library.entries(after=first[-1].seq)] == hashes[2:]
+    assert [e.hash for e in library.submitted(limit=3)] == hashes[:3]

@@ -1,0 +1,5 @@
+"""`python -m urza` is `esper-urza`."""
+
+from urza.cli import cli
+
+cli()
