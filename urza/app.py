@@ -122,11 +122,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with BlueprintLibrary(state.db) as library:
             library.ensure_builtins()
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        process = context.Process(
+        # A worker holds no lock another process waits on and no state of its own, so
+        # stopping it is terminating it, whatever it is doing.
+        process = multiprocessing.get_context("spawn").Process(
             target=worker.run,
-            args=(str(state.db), stop),
+            args=(str(state.db),),
             kwargs={
                 "widths": tuple(judge.widths),
                 "device": judge.device,
@@ -137,7 +137,7 @@ def create_app(
             name="tezzeret",
             daemon=True,
         )
-        # Ctrl-C reaches the whole process group; the worker is stopped through `stop`.
+        # Ctrl-C reaches the whole process group; the server stops the worker itself.
         # An ignored signal stays ignored in the child, even while it imports.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
@@ -146,10 +146,10 @@ def create_app(
             signal.signal(signal.SIGINT, previous)
         state.worker = process
         yield
-        stop.set()
+        process.terminate()
         process.join(30)
         if process.is_alive():
-            process.terminate()
+            process.kill()
 
     app = FastAPI(
         title="Urza",

@@ -2,15 +2,16 @@
 
 It runs in its own process (the app starts it), so the server never waits on a
 lowering, a compile or Urabrask's measurements, and a crash here cannot take the
-server down. It keeps no state of its own: an entry killed mid-judgement is still
-`submitted` in the file and is judged again on restart.
+server down. It keeps no state of its own, so it may be killed at any moment: an
+entry it was judging is still `submitted` in the file and is judged again on restart.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import time
 from collections.abc import Sequence
-from multiprocessing.synchronize import Event
 
 import torch
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 
 def run(
     db: str,
-    stop: Event,
     *,
     widths: Sequence[int],
     device: str = "cpu",
@@ -30,11 +30,10 @@ def run(
     poll_seconds: float = 0.1,
     threads: int = 1,
 ) -> None:
-    """Judges submissions in the library at `db` until `stop` is set.
+    """Judges submissions in the library at `db` for as long as its parent process lives.
 
     Args:
         db: The SQLite library file.
-        stop: Set by the server when it shuts down.
         widths: Slot widths every design is judged at.
         device: Where Tezzeret and Urabrask run.
         compile: Also `torch.compile` each plan.
@@ -42,11 +41,13 @@ def run(
         threads: Torch threads (the server's own process needs the rest).
     """
     torch.set_num_threads(threads)
+    # Started by a server, it ends with it, even when the server is killed outright.
+    parent = multiprocessing.parent_process()
     with BlueprintLibrary(db) as library:
-        while not stop.is_set():
+        while parent is None or parent.is_alive():
             waiting = library.submitted(limit=1)
             if not waiting:
-                stop.wait(poll_seconds)
+                time.sleep(poll_seconds)
                 continue
             entry = library.settle(
                 waiting[0].hash,

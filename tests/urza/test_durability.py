@@ -1,7 +1,11 @@
 """Nothing lost under load, nothing corrupt after a kill: several client processes, one server."""
 
+import json
 import multiprocessing
+import os
+import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from urza_server import TOKEN, Server, design, start_server
@@ -88,3 +92,21 @@ def test_a_server_killed_mid_write_restarts_with_every_acknowledged_entry(
             remote.submit(design(5), "after-restart")  # and it takes new writes
     finally:
         second.stop()
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie that nobody reaped counts as exited)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split(") ")[1].startswith("Z")
+
+
+def test_the_worker_ends_with_a_killed_server(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "library.sqlite")
+    with urllib.request.urlopen(f"{server.url}/health", timeout=10) as answer:
+        worker = json.loads(answer.read())["tezzeret"]["pid"]
+    os.kill(server.process.pid, signal.SIGKILL)  # the server alone: nothing stops its worker
+    server.process.wait(30)
+    deadline = time.monotonic() + 30
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(worker)
