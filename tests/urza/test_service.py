@@ -166,7 +166,6 @@ BAD_POSTS = {
     "no token": (design(20).to_json().encode(), {"Content-Type": "application/json"}, 401),
     "wrong token": (design(21).to_json().encode(), auth("x" * 26), 403),
     "not a bearer": (design(22).to_json().encode(), {"Authorization": f"Basic {TOKEN}"}, 401),
-    "too big": (b" " * (256 * 1024 + 1), auth(), 413),
     "too deep": (deep(40), auth(), 400),
     "malformed": (b'{"metadata": {', auth(), 400),
     "not json at all": (b"\xff\xfe", auth(), 400),
@@ -191,10 +190,25 @@ def test_bad_posts_get_a_clear_4xx_and_change_nothing(server: Server, case: str)
     assert raw(server, "GET", "/health")[0] == 200  # and it keeps serving
 
 
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server: Server) -> None:
+    before = db_rows(server.db)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.putrequest("POST", "/blueprints")
+    for key, value in {**auth(), "Content-Length": str(256 * 1024 + 1)}.items():
+        connection.putheader(key, value)
+    connection.endheaders()  # and no body: the server must answer from the header alone
+    response = connection.getresponse()
+    assert response.status == 413 and b"at most 262144" in response.read()
+    connection.close()
+    assert db_rows(server.db) == before
+    assert raw(server, "GET", "/health")[0] == 200
+
+
 def test_a_chunked_body_over_the_limit_is_cut_off(server: Server) -> None:
     before = db_rows(server.db)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    chunks = (b" " * 65536 for _ in range(5))  # no Content-Length to trust
+    # No Content-Length to trust; the last chunk (all sent by then) crosses the limit.
+    chunks = [b" " * 65536] * 4 + [b" " * 1024]
     connection.request("POST", "/blueprints", chunks, auth(), encode_chunked=True)
     response = connection.getresponse()
     assert response.status == 413 and b"at most" in response.read()
