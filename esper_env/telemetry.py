@@ -222,6 +222,18 @@ def parse_event_line(line: str | bytes) -> TelemetryEvent:
     return EVENT_ADAPTER.validate_json(line)
 
 
+class TelemetryReplacedError(RuntimeError):
+    """A followed event file shrank or vanished: another run replaced it.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
 class TelemetryFormatError(ValueError):
     """A telemetry line that cannot be read; the message starts with `<file>:<line>:`.
 
@@ -355,17 +367,20 @@ class TelemetryFile:
             TelemetryFormatError: A new complete line does not fit (as in
                 `read_event_file`); nothing of this call is consumed, so the next
                 call raises again.
-            RuntimeError: The file shrank or vanished since the last call (replaced).
+            TelemetryReplacedError: The file shrank or vanished since the last call;
+                every later call raises it too.
         """
         if not self.path.exists():
             if self._offset:
-                raise RuntimeError(f"{self.path} vanished after {self._lines} lines were read")
+                raise TelemetryReplacedError(
+                    self.path, f"vanished after {self._lines} lines were read"
+                )
             return []
         with self.path.open("rb") as file:
             size = file.seek(0, os.SEEK_END)
             if size < self._offset:
-                raise RuntimeError(
-                    f"{self.path} shrank to {size} bytes after {self._offset} were read"
+                raise TelemetryReplacedError(
+                    self.path, f"shrank to {size} bytes after {self._offset} were read"
                 )
             file.seek(self._offset)
             data = file.read(size - self._offset)

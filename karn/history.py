@@ -26,6 +26,7 @@ from esper_env.telemetry import (
     TelemetryEvent,
     TelemetryFile,
     TelemetryFormatError,
+    TelemetryReplacedError,
     telemetry_files,
 )
 
@@ -198,19 +199,20 @@ class TelemetryFollower:
     """Follows a telemetry directory (or one file) as its envs write: new files, new lines.
 
     Each file is followed on its own: a line that does not fit stops its file only
-    (every poll tries it again and records the error, nothing is skipped), and the
-    other envs are still followed.
+    (every poll tries it again and records the error, nothing is skipped), as does
+    a file that shrank or vanished (another run replaced it), and the other envs
+    are still followed.
 
     Args:
         path: A telemetry directory or one `.jsonl` file (see `telemetry_dir`).
 
     Attributes:
-        errors: The error of each file whose next line does not fit, as of the last poll.
+        errors: The error of each file that is not followed, as of the last poll.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.errors: dict[Path, TelemetryFormatError] = {}
+        self.errors: dict[Path, TelemetryFormatError | TelemetryReplacedError] = {}
         self._files: dict[Path, TelemetryFile] = {}
 
     def poll(self) -> list[TelemetryEvent]:
@@ -221,7 +223,8 @@ class TelemetryFollower:
             follower = self._files.setdefault(path, TelemetryFile(path))
             try:
                 events.extend(follower.read_new())
-            except TelemetryFormatError as error:  # that file waits; the others go on
+            # That file waits (a bad line) or stops (replaced); the others go on.
+            except (TelemetryFormatError, TelemetryReplacedError) as error:
                 self.errors[path] = error
             else:
                 self.errors.pop(path, None)

@@ -32,6 +32,7 @@ from esper_env.telemetry import (
     Pruned,
     StageChanged,
     TelemetryFormatError,
+    TelemetryReplacedError,
 )
 from karn.history import (
     EnvHistory,
@@ -285,11 +286,15 @@ def envs_text(names: Sequence[str], selected: str | None, paused: bool, interval
     return f"envs: {envs or '— (no telemetry yet)'}  │  {state}"
 
 
-def errors_text(errors: dict[Path, TelemetryFormatError]) -> str:
-    """The telemetry errors, one per file, each naming its file and line."""
+def errors_text(errors: dict[Path, TelemetryFormatError | TelemetryReplacedError]) -> str:
+    """The telemetry errors, one per file, each naming its file (and line)."""
     return "\n".join(
         f"telemetry error: {error} ({path.name} is not followed past its last good poll "
-        "until this line is fixed)"
+        + (
+            "until this line is fixed)"
+            if isinstance(error, TelemetryFormatError)
+            else "any more: restart esper-watch to read the new run)"
+        )
         for path, error in errors.items()
     )
 

@@ -15,6 +15,7 @@ from esper_env.telemetry import (
     StageChanged,
     TelemetryFile,
     TelemetryFormatError,
+    TelemetryReplacedError,
     event_json_schema,
     parse_event_line,
     read_events,
@@ -189,7 +190,11 @@ def test_the_follower_returns_only_new_complete_lines(tmp_path):
                 follower.read_new()
     assert follower.lines_read == 2
     path.write_text("")
-    with pytest.raises(RuntimeError, match="shrank"):
+    for _ in range(2):  # a replaced file is never read again
+        with pytest.raises(TelemetryReplacedError, match="shrank to 0 bytes"):
+            follower.read_new()
+    path.unlink()
+    with pytest.raises(TelemetryReplacedError, match="vanished after 2 lines"):
         follower.read_new()
 
 

@@ -358,6 +358,26 @@ def test_a_line_that_does_not_fit_is_shown_with_its_file_and_line(
     asyncio.run(drive())
 
 
+def test_a_file_that_another_run_replaced_is_reported_not_followed(
+    run_telemetry: Path, tmp_path: Path
+) -> None:
+    folder = copy_run(run_telemetry, tmp_path)
+    replaced = folder / "events.1.jsonl"
+
+    async def drive() -> None:
+        app = WatchApp(folder, interval=QUIET)
+        async with app.run_test(size=(200, 45)) as pilot:
+            replaced.write_bytes(lines_of(replaced)[0])  # a new run starts the file again
+            app.follow()
+            await pilot.pause()
+            assert app.query_one("#errors", Static).display
+            assert f"telemetry error: {replaced}: shrank to" in text(app, "errors")
+            assert "restart esper-watch to read the new run" in text(app, "errors")
+            assert "episodes done 2" in text(app, "figures")  # the other env still shows
+
+    asyncio.run(drive())
+
+
 def test_refusals_and_rollbacks_show_with_their_reasons(
     run_telemetry: Path, tmp_path: Path
 ) -> None:
