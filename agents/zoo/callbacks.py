@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
@@ -19,6 +19,8 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from agents.zoo.algos import MASKABLE_ALGOS, RECURRENT_ALGOS
 from agents.zoo.maskable_recurrent_ppo import CarriedLstmState
 from esper_env.contracts import SeedStage
+
+_T = TypeVar("_T")
 
 #: Final-info counters averaged over the episodes that ended in a rollout.
 EPISODE_KEYS = (
@@ -165,10 +167,24 @@ class ResumableMaskableRecurrentEvalCallback(ResumableMaskableEvalCallback):
             self.model = model
 
 
+def for_evaluation_of(algo: str, plain: _T, maskable: _T, maskable_recurrent: _T) -> _T:
+    """Which of three evaluation classes evaluates `algo` as it acts (masks, LSTM state).
+
+    SB3's own evaluation already carries a recurrent policy's state; masks need
+    sb3-contrib's, and masks with a recurrent policy need Esper's.
+    """
+    if algo in MASKABLE_ALGOS and algo in RECURRENT_ALGOS:
+        return maskable_recurrent
+    if algo in MASKABLE_ALGOS:
+        return maskable
+    return plain
+
+
 def eval_callback_class(algo: str) -> type[EvalCallback]:
     """The resumable evaluation callback that evaluates `algo` as it acts (masks, LSTM state)."""
-    if algo in MASKABLE_ALGOS and algo in RECURRENT_ALGOS:
-        return ResumableMaskableRecurrentEvalCallback
-    if algo in MASKABLE_ALGOS:
-        return ResumableMaskableEvalCallback
-    return ResumableEvalCallback
+    return for_evaluation_of(
+        algo,
+        ResumableEvalCallback,
+        ResumableMaskableEvalCallback,
+        ResumableMaskableRecurrentEvalCallback,
+    )

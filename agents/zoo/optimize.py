@@ -53,11 +53,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.extras import require_extra
-from agents.zoo.algos import ALGOS, MASKABLE_ALGOS, RECURRENT_ALGOS, algo_class
+from agents.zoo.algos import ALGOS, algo_class
 from agents.zoo.callbacks import (
     ResumableEvalCallback,
     ResumableMaskableEvalCallback,
     ResumableMaskableRecurrentEvalCallback,
+    for_evaluation_of,
 )
 from agents.zoo.envs import make_vec_env
 from agents.zoo.hyperparams import Hyperparams, load_hyperparams
@@ -290,11 +291,9 @@ class TrialMaskableRecurrentEvalCallback(_TrialReporting, ResumableMaskableRecur
 
 def trial_callback_class(algo: str) -> type[_TrialReporting]:
     """The reporting evaluation callback that evaluates `algo` as it acts."""
-    if algo in MASKABLE_ALGOS and algo in RECURRENT_ALGOS:
-        return TrialMaskableRecurrentEvalCallback
-    if algo in MASKABLE_ALGOS:
-        return TrialMaskableEvalCallback
-    return TrialEvalCallback
+    return for_evaluation_of(
+        algo, TrialEvalCallback, TrialMaskableEvalCallback, TrialMaskableRecurrentEvalCallback
+    )
 
 
 def create_sampler(settings: StudySettings, *, n_existing_trials: int = 0) -> BaseSampler:

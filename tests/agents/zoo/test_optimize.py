@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from tiny_data import tiny_kwargs
 
 from agents.zoo import optimize
+from agents.zoo.callbacks import eval_callback_class
 from agents.zoo.hyperparams import hyperparams_file, load_hyperparams, read_sections
 from agents.zoo.observation_transform import TRANSFORM_ATTRIBUTE, ObservationTransform
 from agents.zoo.optimize import (
@@ -379,3 +380,21 @@ def test_reports_in_the_same_microsecond_do_not_overwrite_each_other(
     assert (first.name, second.name) == (f"{prefix}.csv", f"{prefix}_1.csv")
     assert re.fullmatch(r"report_.+_\d+-\d{6}(_\d+)?\.csv", second.name)
     assert sorted(settings.log_path.glob("report_*.csv")) == [first, second]
+
+
+@pytest.mark.parametrize(
+    ("algo", "kind"),
+    [
+        ("ppo", ""),
+        ("recurrent_ppo", ""),  # SB3's evaluation carries the LSTM state itself
+        ("maskable_ppo", "Maskable"),
+        ("maskable_recurrent_ppo", "MaskableRecurrent"),
+    ],
+)
+def test_each_algorithm_is_evaluated_as_it_acts_in_training_and_in_trials(
+    algo: str, kind: str
+) -> None:
+    assert eval_callback_class(algo).__name__ == f"Resumable{kind}EvalCallback"
+    trial = optimize.trial_callback_class(algo)
+    assert trial.__name__ == f"Trial{kind}EvalCallback"
+    assert issubclass(trial, eval_callback_class(algo))
