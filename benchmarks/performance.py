@@ -7,7 +7,8 @@ Runs, each as its own command, writing its report under `benchmarks/results/`:
 - `blueprint_bench`: Tezzeret's plan cache and background compiles;
 - `memory_format_bench`: channels-last against contiguous batches;
 - `env_throughput` (measured here): environment steps per second of one
-  `Esper-CIFAR-Mini-v0`, and of `gym.make_vec` over 1, 2 and 4 envs, sync and async;
+  `Esper-CIFAR-Mini-v0`, and of `gym.make_vec` over 1, 2 and 4 envs, sync and async,
+  and the cost of the telemetry log per step;
 
 then gathers the reports, each with the command that produced it, into
 `PERFORMANCE.md`. `--reuse NAME...` gathers a report as it is instead of
@@ -27,6 +28,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ import torch
 import esper_env  # noqa: F401  (registers the envs)
 from agents.cli import parse_key_values
 from agents.policies import make_policy
+from esper_env.telemetry import JsonlSink, read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -110,6 +113,71 @@ def single_env_rate(env_id: str, steps: int, kwargs: dict[str, Any]) -> tuple[fl
     return rates[0], rates[1]
 
 
+@dataclass(frozen=True)
+class TelemetryCost:
+    """What the event log adds to a step.
+
+    Attributes:
+        steps: Env steps logged.
+        events_per_step: Events written per step (lifecycle, epoch and step events).
+        sink_us_per_event: JSON encoding, write and flush of one event by `JsonlSink`.
+        build_us_per_event: Building one event (paid with or without a sink).
+        seconds_per_step: Mean wall time of one of those steps.
+    """
+
+    steps: int
+    events_per_step: float
+    sink_us_per_event: float
+    build_us_per_event: float
+    seconds_per_step: float
+
+    @property
+    def sink_share(self) -> float:
+        """The sink's time over the step's time."""
+        return self.events_per_step * self.sink_us_per_event * 1e-6 / self.seconds_per_step
+
+
+def telemetry_cost(env_id: str, steps: int, kwargs: dict[str, Any], folder: Path) -> TelemetryCost:
+    """Runs the random legal policy with the event log on, then times writing its events.
+
+    The events the run wrote are read back and written again through a fresh
+    `JsonlSink` (and rebuilt from their fields) until a quarter second has passed,
+    so the per-event figures come from the run's own mix of events.
+    """
+    env = gym.make(env_id, **kwargs, telemetry_dir=str(folder), telemetry_name="run")
+    policy = make_policy("random", env, seed=0)
+    obs, info = env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        if terminated or truncated:
+            obs, info = env.reset()
+    seconds = time.perf_counter() - start
+    env.close()
+    events = read_events(folder / "run.jsonl")
+    sink = JsonlSink(folder, "again")
+    written, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.25:
+        for event in events:
+            sink(event)
+        written += len(events)
+    sink_seconds = time.perf_counter() - start
+    sink.close()
+    built, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.25:
+        for event in events:
+            type(event).model_validate(dict(event))
+        built += len(events)
+    build_seconds = time.perf_counter() - start
+    return TelemetryCost(
+        steps=steps,
+        events_per_step=len(events) / steps,
+        sink_us_per_event=sink_seconds / written * 1e6,
+        build_us_per_event=build_seconds / built * 1e6,
+        seconds_per_step=seconds / steps,
+    )
+
+
 def vector_rate(env_id: str, num_envs: int, mode: str, steps: int, kwargs: dict[str, Any]) -> float:
     """Env steps per second (all sub-envs together) of `gym.make_vec` stepping WAIT.
 
@@ -148,6 +216,8 @@ def env_throughput_report(
     before = load_text()
     busy = os.getloadavg()[0] > (os.cpu_count() or 1)
     random_rate, wait_rate = single_env_rate(env_id, steps, kwargs)
+    with tempfile.TemporaryDirectory() as folder:
+        cost = telemetry_cost(env_id, steps, kwargs, Path(folder))
     rows = []
     for mode in modes:
         base = None
@@ -178,6 +248,12 @@ torch {torch.__version__} (torch threads: {torch.get_num_threads()}), device
 | --- | --- | --- | --- |
 | single | random legal actions | {steps} | {random_rate:.2f} |
 | single | WAIT | {steps} | {wait_rate:.2f} |
+
+Telemetry (Nissa's event log, `telemetry_dir`), from a run of the random legal
+policy with the log on ({cost.steps} steps, {cost.seconds_per_step:.2f} s each):
+{cost.events_per_step:.1f} events per step. Writing one (JSON, write, flush: what
+the log adds) takes {cost.sink_us_per_event:.0f} µs, {cost.sink_share:.3%} of a step;
+building one, paid with or without a log, {cost.build_us_per_event:.0f} µs.
 
 Vector envs (`gym.make_vec`, WAIT in every sub-env, {steps} vector steps each;
 steps/s counts every sub-env's steps; async runs one spawned process per sub-env):
@@ -228,7 +304,8 @@ Ratios against plain PyTorch loops are the headline figures: absolute times depe
 on the machine and on what else ran on it.
 
 {index}
-- `{THROUGHPUT}`: environment steps per second, single and vector envs (1, 2, 4).
+- `{THROUGHPUT}`: environment steps per second, single and vector envs (1, 2, 4), and
+  what the telemetry log adds to a step.
 
 {(chr(10) * 2).join(sections)}
 """

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ def test_throughput_is_measured_and_gathered(
     assert performance.main(argv) == out
     report = (tmp_path / "env_throughput.md").read_text()
     assert "| single | random legal actions | 2 |" in report
+    assert re.search(r"\d+\.\d events per step\. Writing one .* takes \d+ µs", report, re.S)
     assert "| sync | 1 |" in report and "| sync | 2 |" in report
     assert "| async |" not in report
     assert "## Environment throughput" in out.read_text()
+
+
+def test_telemetry_cost_comes_from_the_run_s_own_events(
+    tmp_path: Path, tiny_env_kwargs: dict[str, Any]
+) -> None:
+    cost = performance.telemetry_cost("Esper-CIFAR-Mini-v0", 3, tiny_env_kwargs, tmp_path)
+    events = len((tmp_path / "run.jsonl").read_text().splitlines())
+    assert cost.events_per_step == events / 3 and events >= 3 * 2  # a step and an epoch each
+    assert 0 < cost.sink_us_per_event < 1e5 and 0 < cost.build_us_per_event < 1e5
+    assert 0 < cost.sink_share < 1
