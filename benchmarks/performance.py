@@ -225,11 +225,12 @@ def env_throughput_report(
             rate = vector_rate(env_id, n, mode, steps, kwargs)
             base = base or rate
             rows.append(f"| {mode} | {n} | {rate:.2f} | {rate / base:.2f} |")
-    busy = busy or os.getloadavg()[0] > (os.cpu_count() or 1)
+    # Only the load before the run tells of other work: async vector envs load the
+    # CPUs themselves with one process per sub-env.
     caveat = (
-        "\n\nThe CPUs were oversubscribed (load above the CPU count) during this run: the\n"
-        "rates are lower bounds, and the speed-ups partly measure more processes claiming\n"
-        "a larger share of busy CPUs. Rerun on a quiet machine for scaling figures."
+        "\n\nThe CPUs were oversubscribed (load above the CPU count) when this run began:\n"
+        "the rates are lower bounds, and the speed-ups partly measure more processes\n"
+        "claiming a larger share of busy CPUs. Rerun on a quiet machine for scaling figures."
         if busy
         else ""
     )
@@ -242,7 +243,7 @@ Env: `{env_id}` ({kwargs_text}). One step is one epoch of host training on the
 env's data plus validation. Machine: {platform.machine()}, {os.cpu_count()} CPUs,
 torch {torch.__version__} (torch threads: {torch.get_num_threads()}), device
 {"cuda" if torch.cuda.is_available() else "cpu"}; {before} at the start,
-{load_text()} at the end (other processes share the CPUs).{caveat}
+{load_text()} at the end (this run's own sub-env processes included).{caveat}
 
 | env | policy | steps | steps/s |
 | --- | --- | --- | --- |
