@@ -4,6 +4,9 @@ Reports parameters, a FLOPs estimate, latency on the given device, numerical
 safety (finite outputs and gradients on random inputs at init and after a few
 SGD steps, output scale at init) and gradient flow to every parameter. A
 blueprint passes when every check holds; `reasons` lists the ones that did not.
+A blueprint over the size budget (`MAX_PARAMS_PER_C2`) is refused from its plan
+alone, before anything is built: a design cannot exhaust the memory of the
+process that judges it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from blueprints.ir import (
     PoolAttrs,
 )
 from blueprints.lowering import Plan, lower
+
+#: Most parameters a seed may have at width C, as a multiple of C^2: a 3x3 convolution
+#: C -> C is 9 C^2, residual_block 18 C^2, and residual_block with 7x7 kernels 98 C^2.
+#: The FLOPs budget per pixel is twice that (what convolutions of that size cost).
+MAX_PARAMS_PER_C2 = 128
 
 #: FLOPs per output element of the ops without weights (rough, for ranking only).
 _ELEMENTWISE_FLOPS = {
@@ -119,6 +127,7 @@ def evaluate(
     lr: float = 0.05,
     max_init_ratio: float = 0.25,
     latency_repeats: int = 5,
+    max_params_per_c2: float = MAX_PARAMS_PER_C2,
 ) -> EvaluationReport:
     """Evaluates a seed blueprint at one width; deterministic apart from the latency.
 
@@ -136,8 +145,32 @@ def evaluate(
         lr: Learning rate of those steps.
         max_init_ratio: Largest allowed RMS(seed output) / RMS(input) at init.
         latency_repeats: Timed forward+backward repeats (after one warm-up).
+        max_params_per_c2: Size budget: parameters over C^2, and FLOPs per sample over
+            2 C^2 H W. A blueprint over it is not built; its report has no latency
+            or output ratio (NaN).
     """
     plan = lower(ir, channels)
+    flops = estimate_flops(plan, height, width)
+    budget = max_params_per_c2 * channels**2
+    if plan.param_count > budget or flops > 2 * budget * height * width:
+        return EvaluationReport(
+            ir_hash=ir.canonical_hash,
+            name=ir.metadata.name,
+            channels=channels,
+            height=height,
+            width=width,
+            params=plan.param_count,
+            flops=flops,
+            latency_ms=math.nan,
+            device=str(torch.device(device)),
+            init_output_ratio=math.nan,
+            passed=False,
+            reasons=(
+                f"too big to build at {channels} channels: {plan.param_count:,} parameters "
+                f"and {flops:,} FLOPs per sample; the budget is {max_params_per_c2:g} C^2 "
+                f"= {budget:,.0f} parameters and twice that per pixel in FLOPs",
+            ),
+        )
     module = instantiate(plan, seed=seed, device=device)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, height, width, generator=gen).to(device)
@@ -182,7 +215,7 @@ def evaluate(
         height=height,
         width=width,
         params=sum(p.numel() for p in module.parameters()),
-        flops=estimate_flops(plan, height, width),
+        flops=flops,
         latency_ms=_latency_ms(module, x, latency_repeats),
         device=str(torch.device(device)),
         init_output_ratio=init_ratio if math.isfinite(init_ratio) else float("inf"),

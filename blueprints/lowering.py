@@ -105,6 +105,11 @@ class Plan:
         # Shared by design: deep-copying a module must not copy its plan.
         return self
 
+    @property
+    def param_count(self) -> int:
+        """Trainable parameters a module of this plan has (counted without building one)."""
+        return sum(math.prod(t.shape) for t in self.tensors if not t.is_buffer)
+
     def init_tensors(self, seed: int) -> list[torch.Tensor]:
         """Initial parameter and buffer values (float32, CPU), deterministic in `seed`.
 

@@ -522,8 +522,7 @@ class EsperMultiAgentEnv(ParallelEnv[str, dict[str, np.ndarray], np.ndarray]):
             assert slot.sample_shape is not None  # the host is probed when built
             channels, height, width = slot.sample_shape
             plan = self.world.compiler.plan(ir, channels, device=self.world.device)
-            params = sum(math.prod(t.shape) for t in plan.tensors if not t.is_buffer)
-            self._cost[key] = (params, estimate_flops(plan, height, width))
+            self._cost[key] = (plan.param_count, estimate_flops(plan, height, width))
         return self._cost[key]
 
     def _seed_cost(self, slot_index: int) -> tuple[int, int]:

@@ -1,9 +1,12 @@
+import math
+
 import torch
 
 from blueprints.catalog import CATALOG
-from blueprints.evaluate import EvaluationReport, estimate_flops, evaluate
-from blueprints.ir import C, IRBuilder
+from blueprints.evaluate import MAX_PARAMS_PER_C2, EvaluationReport, estimate_flops, evaluate
+from blueprints.ir import BlueprintIR, C, IRBuilder, Width
 from blueprints.lowering import lower
+from blueprints.mutate import Edit, Mutation, apply_edit
 
 
 def test_report_measures_params_flops_and_init_scale():
@@ -77,3 +80,34 @@ def test_overflowing_blueprint_is_rejected_and_report_survives_json():
     assert "non-finite output at init" in report.reasons
     assert report.init_output_ratio == float("inf")
     assert EvaluationReport.model_validate_json(report.model_dump_json()) == report
+
+
+def _giant() -> BlueprintIR:
+    """Two 7x7 convolutions at 64 C wide: 3.3 billion parameters (13 GB) at C = 128."""
+    b = IRBuilder("giant")
+    wide = b.add("conv2d", b.input, out_channels=Width(num=64), kernel_size=7)
+    wider = b.add("conv2d", wide, out_channels=Width(num=64), kernel_size=7)
+    return b.build(b.add("pointwise_conv", wider, out_channels=C, init_scale=0.01))
+
+
+def test_a_design_over_the_size_budget_is_refused_from_its_plan_without_being_built():
+    report = evaluate(_giant(), 128)
+    assert not report.passed and report.params == lower(_giant(), 128).param_count
+    assert report.params > 3_000_000_000
+    (reason,) = report.reasons
+    assert reason.startswith("too big to build at 128 channels: 3,")
+    assert math.isnan(report.latency_ms) and math.isnan(report.init_output_ratio)
+    assert EvaluationReport.model_validate_json(report.model_dump_json()).params == report.params
+
+
+def test_every_builtin_and_the_widest_karn_kernel_fit_the_size_budget():
+    for channels in (8, 16, 32, 64, 128):
+        for ir in CATALOG.values():
+            plan = lower(ir, channels)
+            assert plan.param_count <= MAX_PARAMS_PER_C2 * channels**2, ir.metadata.name
+            assert estimate_flops(plan, 8, 8) <= 2 * MAX_PARAMS_PER_C2 * channels**2 * 64
+    residual = CATALOG["residual_block"]
+    for node in residual.nodes:
+        if node.op == "conv2d":
+            residual = apply_edit(residual, Edit(Mutation.KERNEL, node.id, 7))
+    assert evaluate(residual, 16).passed  # 98 C^2: inside the budget

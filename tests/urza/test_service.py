@@ -12,7 +12,7 @@ import pytest
 from urza_server import TOKEN, Server, db_rows, design, start_server
 
 from blueprints.catalog import CATALOG
-from blueprints.ir import BlueprintIR, IRBuilder
+from blueprints.ir import BlueprintIR, C, IRBuilder, Width
 from blueprints.library import BlueprintStatus
 from urza.client import RemoteLibrary, UrzaError
 
@@ -258,3 +258,17 @@ def test_health_says_when_tezzeret_has_died(tmp_path: Path) -> None:
                 remote.settle(submitted.hash, timeout=0.5)
     finally:
         orphaned.stop()
+
+
+def test_a_design_too_big_to_build_is_rejected_and_tezzeret_lives_on(
+    server: Server, remote: RemoteLibrary
+) -> None:
+    b = IRBuilder("giant")  # 3.3 billion parameters at 128 channels: 13 GB if it were built
+    wide = b.add("conv2d", b.input, out_channels=Width(num=64), kernel_size=7)
+    wider = b.add("conv2d", wide, out_channels=Width(num=64), kernel_size=7)
+    giant = b.build(b.add("pointwise_conv", wider, out_channels=C, init_scale=0.01))
+    entry = remote.settle(remote.add(giant, "mallory"), timeout=120)
+    assert entry.status is BlueprintStatus.REJECTED
+    assert entry.reasons[0].startswith("too big to build at 8 channels")
+    assert raw(server, "GET", "/health")[1]["tezzeret"]["alive"]
+    assert remote.settle(remote.add(design(70), "alice"), timeout=120).status == "validated"
